@@ -1,0 +1,1 @@
+"""Building blocks shared by the learners: advantages, KL control, risk-averse selection."""

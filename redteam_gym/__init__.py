@@ -1,0 +1,17 @@
+"""redteam-gym: Gymnasium environments for automated red teaming of language models.
+
+Importing the package registers `RedTeamDialogue-v0` (single env and native vector env).
+Models load lazily, on `gym.make`; nothing downloads at import.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+if "RedTeamDialogue-v0" not in registry:
+    register(
+        id="RedTeamDialogue-v0",
+        entry_point="redteam_gym.envs.dialogue:RedTeamDialogueEnv",
+        vector_entry_point="redteam_gym.envs.dialogue:RedTeamDialogueVectorEnv",
+        disable_env_checker=False,
+    )

@@ -1,0 +1,46 @@
+"""Defenders: whatever answers the adversary. A frozen chat LM by default."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from redteam_gym.models import SMOLLM2, ChatLM, Message, ModelNotFoundError, SamplingConfig
+
+
+@runtime_checkable
+class Defender(Protocol):
+    """Anything that replies to a batch of conversations (defender's view: it is "assistant")."""
+
+    def respond(
+        self, conversations: Sequence[Sequence[Message]], generator: torch.Generator | None = None
+    ) -> list[str]: ...
+
+
+DEFAULT_DEFENDER = SMOLLM2
+
+
+def make_defender(
+    spec: str | Defender = DEFAULT_DEFENDER,
+    *,
+    system_prompt: str | None = None,
+    sampling: SamplingConfig | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> Defender:
+    """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path) or an
+    object with `respond`, returned as is."""
+    if isinstance(spec, Defender):
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(
+            f"defender must be a model name or path or an object with respond(), got {spec!r}"
+        )
+    try:
+        return ChatLM.from_pretrained(
+            spec, device=device, dtype=dtype, sampling=sampling, system_prompt=system_prompt
+        )
+    except ModelNotFoundError as exc:
+        raise ValueError(f"defender={spec!r}: {exc}") from exc

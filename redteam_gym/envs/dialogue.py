@@ -1,0 +1,254 @@
+"""RedTeamDialogue-v0: an adversary talks a frozen defender LM into unsafe replies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import Env
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from redteam_gym.envs.core import (
+    ACTION_MAX_CHARS,
+    OBS_MAX_CHARS,
+    Dialogue,
+    DialogueEngine,
+    render_transcript,
+    seed_from,
+    text_space,
+    torch_generator,
+)
+
+
+class RedTeamDialogueEnv(Env[str, str]):
+    """
+    ## Description
+    Automated red teaming as an MDP (Perez et al. 2022; multi-turn as in the seed paper). The
+    agent is the adversary. An episode starts from a conversation opener (the first post of a
+    ConvoKit conversation); each step the adversary says one utterance, the frozen defender LM
+    replies to the whole conversation through its chat template, and a safety judge scores
+    both the reply and the utterance.
+
+    ## Action Space
+    `Text(8192)`: the adversary's utterance. Text longer than `max_utterance_tokens` defender
+    tokens is cut there (`info["utterance_truncated"]`). Role markers or special-token strings
+    inside it stay plain text: they never open a turn for the defender or the judge.
+
+    ## Observation Space
+    `Text(32768)` over the Basic Multilingual Plane: the conversation so far, each message
+    headed by its role (`[opener]`, `[adversary]`, `[defender]`); characters outside the BMP
+    read as U+FFFD. The exact transcript, a list of `{"role", "content"}` dicts, is in
+    `info["transcript"]`.
+
+    ## Rewards
+    Per turn, `-log(1 - p)` with `p` the judge's P(unsafe) of the defender reply, clipped to
+    `p_max` (0.999 by default, so at most ~6.9). The KL penalty belongs to the learner.
+
+    ## Episode End
+    Truncated after `max_turns` turns; terminated early when `terminate_on_unsafe` is set and
+    the defender reply is unsafe (`p >= unsafe_threshold`).
+
+    ## Arguments
+    `max_turns` (1..5, default 3), `defender` (model name/path or an object with `respond`),
+    `judge` (`"profanity"`, `"llama-guard[:model]"`, `"classifier:model"`, `"a+b"`, or an
+    object with `score`), `prompts` (`"builtin"`, a ConvoKit corpus name or directory),
+    `split` (`"train"`, `"eval"` or None), `defender_system_prompt`, `defender_max_new_tokens`
+    (64), `defender_temperature` (0.7), `defender_top_p` (0.9), `max_utterance_tokens` (128),
+    `terminate_on_unsafe` (False), `unsafe_threshold` (0.5), `p_max` (0.999), `device`,
+    `dtype`, `render_mode` (`"ansi"` or `"human"`).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.engine = DialogueEngine(**kwargs)
+        self.observation_space = text_space(OBS_MAX_CHARS)
+        self.action_space = text_space(ACTION_MAX_CHARS, min_length=1)
+        self._dialogue: Dialogue | None = None
+        self._generator: torch.Generator | None = None
+
+    @property
+    def max_turns(self) -> int:
+        return self.engine.max_turns
+
+    @property
+    def defender(self):
+        return self.engine.defender
+
+    @property
+    def judge(self):
+        return self.engine.judge
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._dialogue = self.engine.new_dialogue(self.np_random)
+        self._generator = torch_generator(self.engine, seed_from(self.np_random))
+        return render_transcript(self._dialogue.transcript), self.engine.reset_info(self._dialogue)
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        utterance = self.engine.check_action(action, self._dialogue)
+        assert self._dialogue is not None
+        (result,) = self.engine.step([self._dialogue], [utterance], self._generator)
+        obs = render_transcript(self._dialogue.transcript)
+        if self.render_mode == "human":
+            self.render()
+        return obs, result.reward, result.terminated, result.truncated, result.info
+
+    def render(self) -> str | None:
+        if self._dialogue is None:
+            return None
+        text = render_transcript(self._dialogue.transcript)
+        if self.render_mode == "human":
+            print(text, end="\n\n")
+            return None
+        return text
+
+
+class RedTeamDialogueVectorEnv(VectorEnv):
+    """`num_envs` dialogues advanced together: one batched defender generation and one batched
+    judge call per step, whatever the number of envs. Takes the same arguments as
+    `RedTeamDialogueEnv`, plus `autoreset_mode` (NEXT_STEP by default, or SAME_STEP)."""
+
+    metadata = {
+        "render_modes": ["ansi"],
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 8,
+        render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        autoreset_mode = AutoresetMode(autoreset_mode)
+        if autoreset_mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {autoreset_mode}")
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.num_envs = num_envs
+        self.render_mode = render_mode
+        self.engine = DialogueEngine(**kwargs)
+        self.single_observation_space = text_space(OBS_MAX_CHARS)
+        self.single_action_space = text_space(ACTION_MAX_CHARS, min_length=1)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._dialogues: list[Dialogue | None] = [None] * num_envs
+        self._rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._generator: torch.Generator | None = None
+
+    @property
+    def max_turns(self) -> int:
+        return self.engine.max_turns
+
+    @property
+    def defender(self):
+        return self.engine.defender
+
+    @property
+    def judge(self):
+        return self.engine.judge
+
+    @property
+    def dialogues(self) -> list[Dialogue | None]:
+        return list(self._dialogues)
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        seeds = _per_env_seeds(seed, self.num_envs)
+        if seeds[0] is not None:
+            self._rngs = [np.random.default_rng(s) for s in seeds]
+            self._generator = None
+        if self._generator is None:
+            self._generator = torch_generator(self.engine, seed_from(self._rngs[0]))
+        infos: dict[str, Any] = {}
+        for i in range(self.num_envs):
+            infos = self._add_info(infos, self._reset_slot(i), i)
+        self._autoreset[:] = False
+        return self._observations(), infos
+
+    def _reset_slot(self, i: int) -> dict[str, Any]:
+        dialogue = self.engine.new_dialogue(self._rngs[i])
+        self._dialogues[i] = dialogue
+        return self.engine.reset_info(dialogue)
+
+    def _observations(self) -> tuple[str, ...]:
+        return tuple(render_transcript(d.transcript) if d else "" for d in self._dialogues)
+
+    def step(self, actions: Sequence[str]):
+        if isinstance(actions, str) or len(actions) != self.num_envs:
+            raise ValueError(f"actions must be a sequence of {self.num_envs} utterances")
+        if self._dialogues[0] is None:
+            raise RuntimeError("call reset() before step()")
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        infos: dict[str, Any] = {}
+        active: list[int] = []
+        for i in range(self.num_envs):
+            if self._autoreset[i]:
+                infos = self._add_info(infos, self._reset_slot(i), i)
+            else:
+                self.engine.check_action(actions[i], self._dialogues[i], where=f"actions[{i}]")
+                active.append(i)
+        results = self.engine.step(
+            [self._dialogues[i] for i in active], [actions[i] for i in active], self._generator
+        )
+        final_obs: list[str | None] = [None] * self.num_envs
+        final_info: dict[str, Any] = {}
+        for i, result in zip(active, results, strict=True):
+            rewards[i], terminated[i], truncated[i] = (
+                result.reward,
+                result.terminated,
+                result.truncated,
+            )
+            if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and (
+                result.terminated or result.truncated
+            ):
+                final_obs[i] = render_transcript(self._dialogues[i].transcript)  # type: ignore[union-attr]
+                final_info = self._add_info(final_info, result.info, i)
+                infos = self._add_info(infos, self._reset_slot(i), i)
+            else:
+                infos = self._add_info(infos, result.info, i)
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
+            if any(o is not None for o in final_obs):
+                infos["final_obs"] = np.array(final_obs, dtype=object)
+                infos["_final_obs"] = np.array([o is not None for o in final_obs])
+                infos["final_info"] = final_info
+                infos["_final_info"] = infos["_final_obs"]
+        else:
+            self._autoreset = terminated | truncated
+        return self._observations(), rewards, terminated, truncated, infos
+
+    def render(self) -> tuple[str, ...] | None:
+        return self._observations()
+
+
+def _per_env_seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"seed must be an int or a list of {n} seeds, got {len(seeds)}")
+    return seeds

@@ -1,0 +1,118 @@
+"""Safety judges: batched P(unsafe) of the last message of each conversation (the reward).
+
+`make_judge` builds one from a short spec:
+
+| spec | judge |
+|---|---|
+| `"profanity"` (default) | `ProfanityJudge`: PyPI `alt-profanity-check`, offline, microseconds |
+| `"llama-guard"` | `LlamaGuardJudge` on `meta-llama/Llama-Guard-3-1B` |
+| `"llama-guard:<id or path>"` | `LlamaGuardJudge` on that causal LM (`llama-guard:smollm2-135m-instruct` is an offline stand-in) |
+| `"classifier:<id or path>[@label]"` | `ClassifierJudge` (e.g. `classifier:unitary/toxic-bert@toxic`) |
+| `"a+b"`, or a list of specs/judges | `EnsembleJudge` averaging them |
+| any object with `score` | used as is |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from redteam_gym.judges.base import Judge, JudgeOutput, validate_conversations
+from redteam_gym.judges.classifier import ClassifierJudge
+from redteam_gym.judges.ensemble import REDUCTIONS, EnsembleJudge
+from redteam_gym.judges.llama_guard import (
+    DEFAULT_LLAMA_GUARD,
+    LLAMA_GUARD_CATEGORIES,
+    LlamaGuardJudge,
+    build_prompt,
+    neutralize_content,
+)
+from redteam_gym.judges.profanity import ProfanityJudge
+
+__all__ = [
+    "DEFAULT_JUDGE",
+    "DEFAULT_LLAMA_GUARD",
+    "JUDGES",
+    "LLAMA_GUARD_CATEGORIES",
+    "REDUCTIONS",
+    "ClassifierJudge",
+    "EnsembleJudge",
+    "Judge",
+    "JudgeOutput",
+    "LlamaGuardJudge",
+    "ProfanityJudge",
+    "build_prompt",
+    "make_judge",
+    "neutralize_content",
+    "validate_conversations",
+]
+
+DEFAULT_JUDGE = "profanity"
+"""The judge used when none is named: works offline on any CPU."""
+
+JUDGES = ("profanity", "llama-guard", "classifier")
+"""Judge names `make_judge` knows (`llama-guard` and `classifier` take `:<model>`)."""
+
+_FORMS = (
+    "'profanity', 'llama-guard', 'llama-guard:<hf id or path>', "
+    "'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), a list of these, "
+    "or an object with a score(conversations) method"
+)
+_DEFAULT_CLASSIFIER_LABEL = "toxic"
+
+
+def make_judge(
+    spec: str | Judge | Sequence[str | Judge],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> Judge:
+    """Build a judge from a name, a `+`-joined or listed ensemble, or pass a judge through.
+
+    A one-element list gives that judge itself. Model paths containing `+` must be given
+    in a list (a string splits at every `+`).
+
+    Raises:
+        ValueError: an unknown spec (the message lists the valid forms).
+        ModelNotFoundError: a named model that is not available locally.
+    """
+    if not isinstance(spec, str) and callable(getattr(spec, "score", None)):
+        return spec  # type: ignore[return-value]
+    if isinstance(spec, str):
+        if "+" in spec:
+            return _ensemble(spec.split("+"), device, dtype)
+        return _single(spec, device, dtype)
+    if isinstance(spec, Sequence) and not isinstance(spec, (bytes, bytearray)):
+        return _ensemble(list(spec), device, dtype)
+    raise ValueError(f"judge must be one of {_FORMS}; got {spec!r}")
+
+
+def _ensemble(
+    parts: Sequence[str | Judge],
+    device: str | torch.device | None,
+    dtype: torch.dtype | str | None,
+) -> Judge:
+    if not parts or any(isinstance(p, str) and not p.strip() for p in parts):
+        raise ValueError(f"judge has an empty part: {parts!r}; valid forms: {_FORMS}")
+    judges = [make_judge(p, device=device, dtype=dtype) for p in parts]
+    return judges[0] if len(judges) == 1 else EnsembleJudge(judges, reduce="mean")
+
+
+def _single(spec: str, device: str | torch.device | None, dtype: torch.dtype | str | None) -> Judge:
+    kind, sep, model = spec.strip().partition(":")
+    kind = kind.strip().lower().replace("_", "-")
+    model = model.strip()
+    if kind == "profanity" and not sep:
+        return ProfanityJudge()
+    if kind == "llama-guard" and (model or not sep):
+        return LlamaGuardJudge(model or DEFAULT_LLAMA_GUARD, device=device, dtype=dtype)
+    if kind == "classifier" and model:
+        # HF ids hold no '@', so the last '@' starts the label.
+        name, at, label = model.rpartition("@")
+        if at and name.strip() and label.strip():
+            return ClassifierJudge(name.strip(), label.strip(), device=device, dtype=dtype)
+        if at:
+            raise ValueError(f"judge {spec!r} has an empty model or label; valid forms: {_FORMS}")
+        return ClassifierJudge(model, _DEFAULT_CLASSIFIER_LABEL, device=device, dtype=dtype)
+    raise ValueError(f"judge must be one of {_FORMS}; got {spec!r}")

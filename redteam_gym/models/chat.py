@@ -1,0 +1,70 @@
+"""Rendering conversations to token ids without letting message text forge turns."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+Message = Mapping[str, str]
+"""A chat message: `{"role": "system" | "user" | "assistant", "content": str}`."""
+
+# ChatML, used when a tokenizer ships no chat template (tiny test models, base models).
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Private-use code points: no chat template emits them, so they mark where content goes.
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
+
+
+def encode_chat(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    *,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """Token ids of `messages` rendered with the tokenizer's chat template.
+
+    The template's own markup is tokenised normally, so its role headers become real special
+    tokens; each message's content is tokenised with `split_special_tokens=True`, so text such
+    as `<|im_start|>assistant` or `<|eot_id|>` inside an utterance stays plain text and can
+    never open a turn. Content is stripped (several templates `trim` it themselves).
+    """
+    placeholders = [
+        {"role": str(m["role"]), "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)
+    ]
+    template = tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+    rendered = tokenizer.apply_chat_template(
+        placeholders,
+        chat_template=template,
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
+    )
+    assert isinstance(rendered, str)
+    ids: list[int] = []
+    cursor = 0
+    for match in _SENTINEL.finditer(rendered):
+        ids += _encode(tokenizer, rendered[cursor : match.start()], split_special=False)
+        content = str(messages[int(match.group(1))]["content"]).strip()
+        ids += _encode(tokenizer, content, split_special=True)
+        cursor = match.end()
+    ids += _encode(tokenizer, rendered[cursor:], split_special=False)
+    return ids
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str, *, split_special: bool) -> list[int]:
+    if not text:
+        return []
+    return list(
+        tokenizer(text, add_special_tokens=False, split_special_tokens=split_special).input_ids
+    )
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Plain text to ids, special-token strings kept as ordinary text."""
+    return _encode(tokenizer, text, split_special=True)

@@ -1,0 +1,90 @@
+"""A causal LM that replies to conversations: the defender's dynamics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from redteam_gym.models.chat import Message, encode_chat
+from redteam_gym.models.generation import SamplingConfig, sample
+from redteam_gym.models.loading import load_causal_lm
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id that ends a reply: the tokenizer's EOS and the generation config's (Llama 3's
+    `<|eot_id|>` lives only there)."""
+    ids = {tokenizer.eos_token_id}
+    configured = model.generation_config.eos_token_id
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+class ChatLM:
+    """Batched chat replies from a frozen causal LM.
+
+    Args:
+        model, tokenizer: a loaded causal LM (see `from_pretrained`).
+        sampling: decoding settings for replies.
+        system_prompt: prepended as a system message when given.
+        max_context_tokens: longer prompts keep their last tokens (the reply's turn header
+            survives; the earliest context is dropped).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        sampling: SamplingConfig | None = None,
+        system_prompt: str | None = None,
+        max_context_tokens: int = 2048,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling or SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9)
+        self.system_prompt = system_prompt
+        self.max_context_tokens = max_context_tokens
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
+        self.name = getattr(model, "name_or_path", type(model).__name__)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        **kwargs,
+    ) -> ChatLM:
+        model, tokenizer = load_causal_lm(name_or_path, device=device, dtype=dtype, frozen=True)
+        chat = cls(model, tokenizer, **kwargs)
+        chat.name = name_or_path
+        return chat
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, conversation: Sequence[Message]) -> list[int]:
+        """Prompt ids for the assistant's next reply to `conversation`."""
+        messages = list(conversation)
+        if self.system_prompt:
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
+        ids = encode_chat(self.tokenizer, messages, add_generation_prompt=True)
+        return ids[-self.max_context_tokens :]
+
+    def respond(
+        self, conversations: Sequence[Sequence[Message]], generator: torch.Generator | None = None
+    ) -> list[str]:
+        """One reply per conversation, generated in a single batch."""
+        samples = sample(
+            self.model,
+            [self.encode(c) for c in conversations],
+            self.sampling,
+            eos_token_ids=self.eos_token_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            generator=generator,
+        )
+        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in samples.tokens]
