@@ -1,1 +1,35 @@
-"""Learners that train red-team adversaries: A2C, PPO and RA-RLHF, and their shared parts."""
+"""Token-level learners that train red-teaming adversaries against RedTeamDialogue-v0."""
+
+from __future__ import annotations
+
+import os
+
+from agents.a2c import A2C
+from agents.common.base import OnPolicyLearner, checkpoint_learner_name
+from agents.common.config import A2CConfig, KLConfig, LearnerConfig, PPOConfig, RARLHFConfig
+from agents.ppo import PPO
+from agents.ra_rlhf import RARLHF
+
+LEARNERS: dict[str, type[OnPolicyLearner]] = {"a2c": A2C, "ppo": PPO, "ra-rlhf": RARLHF}
+
+
+def load_adversary(path: str | os.PathLike[str], **overrides) -> OnPolicyLearner:
+    """A trained learner from its run directory, usable as an adversary (`act`)."""
+    name = checkpoint_learner_name(path)
+    cls = {c.__name__: c for c in LEARNERS.values()}[name]
+    return cls.load(path, **overrides)
+
+
+__all__ = [
+    "A2C",
+    "LEARNERS",
+    "PPO",
+    "RARLHF",
+    "A2CConfig",
+    "KLConfig",
+    "LearnerConfig",
+    "OnPolicyLearner",
+    "PPOConfig",
+    "RARLHFConfig",
+    "load_adversary",
+]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +42,8 @@ class Samples:
     """Generated ids, the stop token included when one was sampled."""
     logprobs: list[torch.Tensor]
     """Log-probability of each generated id under the sampling distribution's logits / T."""
+    values: list[torch.Tensor] | None = None
+    """`value_head` applied to the final hidden state that produced each id, when given."""
 
 
 def left_pad(
@@ -86,19 +88,23 @@ def sample(
     eos_token_ids: Sequence[int],
     pad_token_id: int,
     generator: torch.Generator | None = None,
+    value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Samples:
     """Sample continuations of a batch of prompts in one batched, KV-cached loop.
 
     Rows are left padded with explicit position ids, so every row sees the same positions
     it would see alone. Sampling draws from `generator`, so a seeded generator gives the
-    same tokens on the same device.
+    same tokens on the same device. With `value_head`, the final hidden state of each step is
+    mapped to a value as the token is sampled, so a learner needs no second forward pass.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("sample needs at least one prompt and no empty prompts")
     device = next(model.parameters()).device
     input_ids, attention_mask = left_pad(prompts, pad_token_id, device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    extra: dict = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    if value_head is not None:
+        extra["output_hidden_states"] = True
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -111,6 +117,7 @@ def sample(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     steps: list[torch.Tensor] = []
     step_logprobs: list[torch.Tensor] = []
+    step_values: list[torch.Tensor] = []
     alive: list[torch.Tensor] = []
     next_position = position_ids[:, -1]
     for _ in range(config.max_new_tokens):
@@ -126,6 +133,8 @@ def sample(
         alive.append(~done)
         steps.append(token)
         step_logprobs.append(logprobs.gather(-1, token[:, None]).squeeze(-1))
+        if value_head is not None:
+            step_values.append(value_head(out.hidden_states[-1][:, -1, :]).float())
         done = done | torch.isin(token, eos)
         if bool(done.all()):
             break
@@ -143,7 +152,9 @@ def sample(
     logprobs_t = torch.stack(step_logprobs, 1).cpu()
     alive_t = torch.stack(alive, 1).cpu()
     lengths = alive_t.sum(1).tolist()
+    values_t = torch.stack(step_values, 1).cpu() if step_values else None
     return Samples(
         tokens=[tokens_t[i, :n].tolist() for i, n in enumerate(lengths)],
         logprobs=[logprobs_t[i, :n] for i, n in enumerate(lengths)],
+        values=None if values_t is None else [values_t[i, :n] for i, n in enumerate(lengths)],
     )

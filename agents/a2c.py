@@ -1,0 +1,101 @@
+"""Token-level A2C (Perez et al. 2022, as reimplemented in the seed paper, section 3.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from agents.common.advantages import discounted_returns, masked_mean
+from agents.common.base import OnPolicyLearner, adamw
+from agents.common.config import A2CConfig
+from agents.common.rollout import Rollout, pack, turn_end_scores
+from agents.common.training import (
+    RunningMeanStd,
+    autocast,
+    clip_and_step,
+    evaluate_segments,
+    stack_rows,
+)
+
+
+class A2C(OnPolicyLearner):
+    """Advantage actor-critic with separate actor and critic objectives and optimizers.
+
+    actor:  L = -E[A_t log pi(a_t|s_t)] + alpha * KL(pi || pi_ref)   (seed paper eq. 2)
+    critic: L = mean_t (V(s_t) - R_t)^2 on normalised Monte-Carlo returns   (eq. 3)
+
+    The KL is exact at each generated position (summed over the vocabulary, from the
+    reference's stored distributions), so its gradient is the KL's own; A_t = R_t - V(s_t).
+    """
+
+    config_class = A2CConfig
+    keep_ref_distribution = True
+    config: A2CConfig
+
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        self.return_stats = RunningMeanStd()
+        return {
+            "actor": adamw(self.policy.actor.parameters(), self.config.actor_lr),
+            "critic": adamw(self.policy.critic.parameters(), self.config.critic_lr),
+        }
+
+    def train(self, rollout: Rollout) -> dict[str, float]:
+        c = self.config
+        groups = list(range(rollout.num_dialogues))
+        segments = rollout.segments_of(groups)
+        # 1. Monte-Carlo returns of the env rewards (the KL is in the actor loss, not the return)
+        scores = turn_end_scores(segments, groups).to(self.device)
+        _, mask = pack(segments, [s.logprobs for s in segments], groups)
+        mask = mask.to(self.device)
+        returns = discounted_returns(scores, mask, c.gamma)
+        if c.value_normalization:
+            self.return_stats.update(returns[mask])
+        mean, std = (
+            (self.return_stats.mean, self.return_stats.std) if c.value_normalization else (0.0, 1.0)
+        )
+        # 2. current logprobs, full distributions and (normalised) values
+        self.policy.train()
+        with autocast(self.device, c.bf16_autocast):
+            logprobs, values_n, log_dist = evaluate_segments(
+                self.policy, segments, groups, temperature=c.temperature, full=True
+            )
+        assert log_dist is not None
+        ref_log_dist = stack_rows([s.ref_log_dist for s in segments], self.device)  # type: ignore[misc]
+        # 3. exact per-position KL(pi || pi_ref), packed into trajectories
+        kl_rows = (log_dist.exp() * (log_dist - ref_log_dist)).sum(-1)
+        kl, _ = pack(segments, list(kl_rows), groups)
+        values = values_n * std + mean
+        advantages = (returns - values).detach()
+        pg_loss = masked_mean(-advantages * logprobs, mask)
+        kl_mean = masked_mean(kl, mask)
+        actor_loss = pg_loss + self.kl_ctl.value * kl_mean
+        critic_loss = masked_mean((values_n - (returns - mean) / std) ** 2, mask)
+        # 4. two objectives, two optimizers: the critic reads detached features, so each loss
+        #    reaches only its own network
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        critic_loss.backward()
+        actor_grad = clip_and_step(
+            self.optimizers["actor"], self.policy.actor.parameters(), c.max_grad_norm
+        )
+        critic_grad = clip_and_step(
+            self.optimizers["critic"], self.policy.critic.parameters(), c.max_grad_norm
+        )
+        return {
+            "loss/policy": pg_loss.item(),
+            "loss/value": critic_loss.item(),
+            "objective/kl": (kl * mask).sum(1).mean().item(),
+            "policy/advantages_mean": masked_mean(advantages, mask).item(),
+            "policy/grad_norm": actor_grad,
+            "val/grad_norm": critic_grad,
+            "val/mean": masked_mean(values, mask).item(),
+            "returns/mean": masked_mean(returns, mask).item(),
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"return_stats": self.return_stats.state_dict()}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.return_stats.load_state_dict(state["return_stats"])

@@ -1,0 +1,344 @@
+"""`OnPolicyLearner`: owns `learn -> collect_rollout -> train`, checkpoints and logging.
+
+A2C, PPO and RA-RLHF override `train` (their losses) and, for RA-RLHF, which trajectories
+an update uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.common.config import LearnerConfig
+from agents.common.kl import AdaptiveKLController, FixedKLController, KLController
+from agents.common.logger import Logger
+from agents.common.policy import ActorCritic
+from agents.common.rollout import Rollout, collect_rollout
+from redteam_gym.envs.core import (
+    ADVERSARY_SYSTEM_PROMPT,
+    EMPTY_UTTERANCE,
+    adversary_view,
+    parse_observation,
+)
+from redteam_gym.models import SamplingConfig, default_device, default_dtype, load_causal_lm
+from redteam_gym.models.generation import sample
+
+CHECKPOINT_FILES = ("config.json", "state.pt", "critic.pt", "actor")
+
+
+class OnPolicyLearner:
+    """Base of the token-level learners.
+
+    Args:
+        config: the learner's config dataclass.
+        env: a `RedTeamDialogue-v0` vector env with `batch_size` envs; made from the config
+            when omitted.
+    """
+
+    config_class: ClassVar[type[LearnerConfig]] = LearnerConfig
+    keep_ref_distribution: ClassVar[bool] = False
+
+    def __init__(self, config: LearnerConfig | None = None, env: Any = None) -> None:
+        config = config or self.config_class()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
+        self.config = config
+        self.device = torch.device(config.device or default_device())
+        self.dtype = getattr(torch, config.dtype) if config.dtype else default_dtype(self.device)
+        self._env = None
+        if env is not None:
+            self.env = env
+        torch.manual_seed(config.seed)
+        actor, tokenizer = load_causal_lm(
+            config.adversary_model, device=self.device, dtype=self.dtype, frozen=False
+        )
+        self.policy = ActorCritic(
+            actor,
+            tokenizer,
+            critic_hidden_size=config.critic_hidden_size,
+            frozen_fraction=config.frozen_fraction,
+        )
+        # The KL reference is the frozen initial policy; when it is also the defender, the
+        # process-wide model cache hands back the defender's copy (no second one in memory).
+        self.ref_model, _ = load_causal_lm(
+            config.adversary_model, device=self.device, dtype=self.dtype, frozen=True
+        )
+        self.kl_ctl: KLController = (
+            AdaptiveKLController(config.kl.coef, config.kl.target, config.kl.k_beta)
+            if config.kl.adaptive
+            else FixedKLController(config.kl.coef)
+        )
+        self.sampling = SamplingConfig(
+            max_new_tokens=config.max_new_tokens, temperature=config.temperature
+        )
+        self.system_prompt = config.adversary_system_prompt or ADVERSARY_SYSTEM_PROMPT
+        self.optimizers = self._build_optimizers()
+        self.update_idx = 0
+        self.total_updates = 0
+        self.history: list[dict[str, float]] = []
+        self._act_generator = torch.Generator(device=self.device).manual_seed(config.seed)
+
+    # ----- hooks for subclasses ----------------------------------------------------------------
+
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train(self, rollout: Rollout) -> dict[str, float]:
+        """One update from one rollout; returns the metrics to log."""
+        raise NotImplementedError
+
+    # ----- the loop ----------------------------------------------------------------------------
+
+    @property
+    def env(self):
+        """The training vector env, made from the config on first use when none was given."""
+        if self._env is None:
+            self.env = self._make_env()
+        return self._env
+
+    @env.setter
+    def env(self, env) -> None:
+        c = self.config
+        if env.num_envs != c.batch_size:
+            raise ValueError(f"env has {env.num_envs} envs but batch_size is {c.batch_size}")
+        if env.max_turns != c.max_turns:
+            raise ValueError(f"env has max_turns={env.max_turns} but max_turns is {c.max_turns}")
+        self._env = env
+
+    def _make_env(self):
+        import redteam_gym  # noqa: F401  (registers the env)
+
+        c = self.config
+        return gym.make_vec(
+            "RedTeamDialogue-v0",
+            num_envs=c.batch_size,
+            max_turns=c.max_turns,
+            defender=c.defender,
+            judge=c.judge,
+            prompts=c.prompts,
+            split="train",
+            defender_max_new_tokens=c.defender_max_new_tokens,
+            device=str(self.device),
+            dtype=self.dtype,
+        )
+
+    def rollout_seed(self, update_idx: int) -> int:
+        """Each update's env and sampling seed depends only on the run seed and its index."""
+        return int(np.random.SeedSequence([self.config.seed, update_idx]).generate_state(1)[0])
+
+    def collect_rollout(self) -> Rollout:
+        return collect_rollout(
+            self.env,
+            self.policy,
+            self.ref_model,
+            self.sampling,
+            seed=self.rollout_seed(self.update_idx),
+            system_prompt=self.system_prompt,
+            keep_ref_distribution=self.keep_ref_distribution,
+        )
+
+    def _set_learning_rates(self) -> None:
+        if not self.config.lr_decay or not self.total_updates:
+            return
+        frac = 1.0 - self.update_idx / self.total_updates
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * frac
+
+    def learn(
+        self,
+        total_updates: int,
+        *,
+        run_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+    ) -> OnPolicyLearner:
+        """Train until `total_updates` updates are done (counting updates before a resume).
+
+        With `run_dir`, writes TensorBoard logs there and checkpoints every `save_every`
+        updates and at the end.
+        """
+        if total_updates < 1:
+            raise ValueError(f"total_updates must be >= 1, got {total_updates}")
+        self.total_updates = total_updates
+        run_path = Path(run_dir) if run_dir else None
+        logger = Logger(run_path, self.config, resume_step=self.update_idx) if run_path else None
+        bar = tqdm(
+            total=total_updates,
+            initial=self.update_idx,
+            disable=not progress,
+            desc=type(self).__name__,
+            unit="update",
+        )
+        try:
+            while self.update_idx < total_updates:
+                start = time.perf_counter()
+                self._set_learning_rates()
+                rollout = self.collect_rollout()
+                stats = rollout.stats()
+                stats.update(self.train(rollout))
+                self.update_idx += 1
+                stats["time/update_s"] = time.perf_counter() - start
+                stats["objective/kl_coef"] = self.kl_ctl.value
+                self.history.append({"update": self.update_idx, **stats})
+                if logger and self.update_idx % self.config.log_every == 0:
+                    logger.log(stats, self.update_idx)
+                bar.set_postfix(
+                    asr=f"{stats['redteam/asr']:.2f}", score=f"{stats['objective/scores']:.3f}"
+                )
+                bar.update(1)
+                if (
+                    run_path
+                    and self.config.save_every
+                    and self.update_idx % self.config.save_every == 0
+                ):
+                    self.save(run_path)
+        finally:
+            bar.close()
+            if logger:
+                logger.close()
+        if run_path:
+            self.save(run_path)
+        return self
+
+    # ----- acting --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, observations) -> list[str]:
+        """The trained adversary: one sampled utterance per observation."""
+        prompts = [
+            self.policy.encode(adversary_view(parse_observation(o), self.system_prompt))
+            for o in observations
+        ]
+        samples = sample(
+            self.policy.actor,
+            prompts,
+            self.sampling,
+            eos_token_ids=self.policy.eos_token_ids,
+            pad_token_id=self.policy.tokenizer.pad_token_id,
+            generator=self._act_generator,
+        )
+        texts = self.policy.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
+        return [t.strip() or EMPTY_UTTERANCE for t in texts]
+
+    def reseed(self, seed: int) -> None:
+        self._act_generator.manual_seed(seed)
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "update_idx": self.update_idx,
+            "total_updates": self.total_updates,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "history": self.history,
+            "act_generator": self._act_generator.get_state(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            **self._extra_state(),
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a checkpoint directory atomically: a temporary directory renamed into place,
+        so an interrupted save leaves the previous checkpoint intact."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        ckpt = path / "checkpoint"
+        tmp = path / f".checkpoint-{os.getpid()}-tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        self.config.save(tmp / "config.json")
+        self.policy.actor.save_pretrained(tmp / "actor")
+        self.policy.tokenizer.save_pretrained(tmp / "actor")
+        torch.save(self.policy.critic.state_dict(), tmp / "critic.pt")
+        torch.save(self.state_dict(), tmp / "state.pt")
+        (tmp / "meta.json").write_text(
+            json.dumps({"learner": type(self).__name__, "update": self.update_idx}, indent=2)
+        )
+        old = path / ".checkpoint-old"
+        shutil.rmtree(old, ignore_errors=True)
+        if ckpt.exists():
+            ckpt.rename(old)
+        tmp.rename(ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+        return ckpt
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], env: Any = None, **overrides: Any):
+        """Rebuild a learner from `save(path)`: weights, optimizers, KL controller, schedule
+        position, RNG states and config. `overrides` replace config fields (e.g. `device`)."""
+        ckpt = _checkpoint_dir(path)
+        data = json.loads((ckpt / "config.json").read_text())
+        saved_class = data.pop("class", cls.config_class.__name__)
+        if saved_class != cls.config_class.__name__:
+            raise ValueError(
+                f"{path} holds a {saved_class} checkpoint, not {cls.config_class.__name__}"
+            )
+        config = cls.config_class.from_dict({**data, **overrides})
+        # the trained actor replaces the initial one; the reference stays the initial model
+        learner = cls.__new__(cls)
+        learner._init_from_checkpoint(config, env, ckpt)
+        return learner
+
+    def _init_from_checkpoint(self, config: LearnerConfig, env: Any, ckpt: Path) -> None:
+        OnPolicyLearner.__init__(self, config, env)
+        trained, _ = load_causal_lm(
+            str(ckpt / "actor"), device=self.device, dtype=self.dtype, frozen=False
+        )
+        self.policy.actor.load_state_dict(trained.state_dict())
+        del trained
+        self.policy.critic.load_state_dict(torch.load(ckpt / "critic.pt", map_location=self.device))
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        self.update_idx = state["update_idx"]
+        self.total_updates = state["total_updates"]
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.history = state["history"]
+        self._act_generator.set_state(state["act_generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self._load_extra_state(state)
+
+
+def adamw(params, lr: float) -> torch.optim.AdamW:
+    """AdamW over the trainable `params`, remembering its initial lr for the linear decay."""
+    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr)
+    for group in opt.param_groups:
+        group["initial_lr"] = lr
+    return opt
+
+
+def _checkpoint_dir(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    for candidate in (path / "checkpoint", path):
+        if (candidate / "state.pt").is_file() and (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no learner checkpoint in {path} (expected {path}/checkpoint/state.pt)"
+    )
+
+
+def checkpoint_learner_name(path: str | os.PathLike[str]) -> str:
+    """Which learner class wrote the checkpoint at `path`."""
+    return json.loads((_checkpoint_dir(path) / "meta.json").read_text())["learner"]

@@ -1,0 +1,124 @@
+"""RLHF-style PPO (Ziegler et al. 2019; Huang et al. 2023) with the Perez reward."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agents.common.advantages import compute_gae, masked_mean, masked_whiten
+from agents.common.base import OnPolicyLearner
+from agents.common.config import PPOConfig
+from agents.common.kl import kl_penalty
+from agents.common.rollout import Rollout, pack, turn_end_scores
+from agents.common.training import autocast, clip_and_step, evaluate_segments
+
+
+class PPO(OnPolicyLearner):
+    """Clipped-surrogate PPO on token-level trajectories.
+
+    reward_t = score on each utterance's last token - beta * KL_t  (seed paper eq. 1)
+    GAE (gamma 1, lambda 0.95), whitened advantages, clipped policy and value losses
+    (eqs. 4-6), several epochs over minibatches of dialogues; old logprobs and values come
+    from the rollout itself.
+    """
+
+    config_class = PPOConfig
+    config: PPOConfig
+
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        groups = [
+            {
+                "params": [p for p in self.policy.actor.parameters() if p.requires_grad],
+                "lr": c.actor_lr,
+            },
+            {"params": list(self.policy.critic.parameters()), "lr": c.critic_lr},
+        ]
+        opt = torch.optim.AdamW(groups)
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+        return {"policy": opt}
+
+    def select_trajectories(self, rollout: Rollout) -> list[int]:
+        """Which dialogues this update learns from: all of them (RA-RLHF keeps a tail)."""
+        return list(range(rollout.num_dialogues))
+
+    def train(self, rollout: Rollout) -> dict[str, float]:
+        c = self.config
+        groups = self.select_trajectories(rollout)
+        segments = rollout.segments_of(groups)
+        dev = self.device
+        # 1. rollout tensors as trajectories [B, L]
+        old_logprobs, mask = pack(segments, [s.logprobs for s in segments], groups)
+        ref_logprobs, _ = pack(segments, [s.ref_logprobs for s in segments], groups)
+        old_values, _ = pack(segments, [s.values for s in segments], groups)
+        old_logprobs, ref_logprobs, old_values, mask = (
+            t.to(dev) for t in (old_logprobs, ref_logprobs, old_values, mask)
+        )
+        scores = turn_end_scores(segments, groups).to(dev)
+        # 2. per-token reward: the judge's score at turn ends, the KL penalty everywhere
+        kl = kl_penalty(old_logprobs, ref_logprobs, c.kl.estimator).masked_fill(~mask, 0.0)
+        non_score_reward = -self.kl_ctl.value * kl
+        rewards = scores + non_score_reward
+        # 3. advantages and value targets
+        advantages, returns = compute_gae(rewards, old_values, mask, c.gamma, c.lam)
+        if c.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        # 4. epochs of minibatch updates
+        rng = np.random.default_rng(self.rollout_seed(self.update_idx))
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("pg", "vf", "approxkl", "clipfrac", "vclip")
+        }
+        params = [p for g in self.optimizers["policy"].param_groups for p in g["params"]]
+        self.policy.train()
+        for _ in range(c.ppo_epochs):
+            for rows in np.array_split(rng.permutation(len(groups)), c.num_minibatches):
+                rows_t = torch.as_tensor(rows, device=dev)
+                mb_groups = [groups[r] for r in rows]
+                mb_segments = rollout.segments_of(mb_groups)
+                with autocast(dev, c.bf16_autocast):
+                    logprobs, values, _ = evaluate_segments(
+                        self.policy, mb_segments, mb_groups, temperature=c.temperature
+                    )
+                width = logprobs.shape[1]
+                mb_mask = mask[rows_t, :width]
+                mb_adv, mb_ret = advantages[rows_t, :width], returns[rows_t, :width]
+                mb_old_lp, mb_old_v = old_logprobs[rows_t, :width], old_values[rows_t, :width]
+                # clipped surrogate (eq. 5)
+                log_ratio = (logprobs - mb_old_lp).masked_fill(~mb_mask, 0.0)
+                ratio = log_ratio.exp()
+                pg_losses = -mb_adv * ratio
+                pg_losses2 = -mb_adv * ratio.clamp(1.0 - c.clip_range, 1.0 + c.clip_range)
+                pg_loss = masked_mean(torch.maximum(pg_losses, pg_losses2), mb_mask)
+                # clipped value loss (eq. 6)
+                v_clipped = mb_old_v + (values - mb_old_v).clamp(
+                    -c.clip_range_value, c.clip_range_value
+                )
+                vf_losses = torch.maximum((values - mb_ret) ** 2, (v_clipped - mb_ret) ** 2)
+                vf_loss = 0.5 * masked_mean(vf_losses, mb_mask)
+                loss = pg_loss + c.vf_coef * vf_loss
+                self.optimizers["policy"].zero_grad(set_to_none=True)
+                loss.backward()
+                clip_and_step(self.optimizers["policy"], params, c.max_grad_norm)
+                with torch.no_grad():
+                    stats["pg"].append(pg_loss.item())
+                    stats["vf"].append(vf_loss.item())
+                    stats["approxkl"].append(0.5 * masked_mean(log_ratio**2, mb_mask).item())
+                    clipped = (pg_losses2 > pg_losses).float()
+                    stats["clipfrac"].append(masked_mean(clipped, mb_mask).item())
+                    vclip = ((v_clipped - mb_ret) ** 2 > (values - mb_ret) ** 2).float()
+                    stats["vclip"].append(masked_mean(vclip, mb_mask).item())
+        # 5. the KL controller follows the KL of the trajectories trained on
+        mean_kl = kl.sum(1).mean().item()
+        self.kl_ctl.update(mean_kl)
+        return {
+            "objective/kl": mean_kl,
+            "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
+            "loss/policy": float(np.mean(stats["pg"])),
+            "loss/value": float(np.mean(stats["vf"])),
+            "policy/approxkl": float(np.mean(stats["approxkl"])),
+            "policy/clipfrac": float(np.mean(stats["clipfrac"])),
+            "val/clipfrac": float(np.mean(stats["vclip"])),
+            "val/mean": masked_mean(old_values, mask).item(),
+            "returns/mean": masked_mean(returns, mask).item(),
+        }
