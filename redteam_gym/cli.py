@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--judge", default="profanity", help="judge name")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.set_defaults(func=_demo)
+    from agents.cli import add_parsers as add_train
+
+    add_train(sub)
     return parser
 
 

@@ -1,0 +1,151 @@
+"""Learners on a tiny random adversary/defender: updates, freezing, optimizers, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from agents import A2C, PPO, RARLHF, A2CConfig, PPOConfig, RARLHFConfig, load_adversary
+from agents.cli import field_docs
+
+LEARNERS = [(A2C, A2CConfig), (PPO, PPOConfig), (RARLHF, RARLHFConfig)]
+
+
+def tiny_config(cls, tiny_lm_dir, **extra):
+    kwargs = dict(
+        max_turns=2,
+        batch_size=2,
+        adversary_model=str(tiny_lm_dir),
+        defender=str(tiny_lm_dir),
+        max_new_tokens=4,
+        defender_max_new_tokens=4,
+        critic_hidden_size=16,
+        actor_lr=1e-3,
+        critic_lr=1e-3,
+    )
+    if cls is not A2CConfig:
+        kwargs.update(num_minibatches=2, ppo_epochs=1)
+    return cls(**{**kwargs, **extra})
+
+
+@pytest.mark.parametrize(("learner_cls", "config_cls"), LEARNERS)
+def test_one_update_changes_trainable_parameters_only(tiny_lm_dir, learner_cls, config_cls):
+    learner = learner_cls(tiny_config(config_cls, tiny_lm_dir))
+    before = {n: p.detach().clone() for n, p in learner.policy.named_parameters()}
+    learner.learn(1, progress=False)
+    changed = {n for n, p in learner.policy.named_parameters() if not torch.equal(before[n], p)}
+    trainable = {n for n, p in learner.policy.named_parameters() if p.requires_grad}
+    frozen = set(before) - trainable
+    assert learner.policy.num_frozen_layers == 1  # half of the 2 layers
+    assert any(n.startswith("critic.") for n in changed)
+    assert any(n.startswith("actor.") for n in changed)
+    assert not changed & frozen
+    assert "model.layers.0.self_attn.q_proj.weight" in {n.removeprefix("actor.") for n in frozen}
+    stats = learner.history[-1]
+    for key in ("objective/kl", "objective/scores", "loss/policy", "loss/value", "redteam/asr"):
+        assert key in stats
+
+
+def test_a2c_uses_separate_actor_and_critic_optimizers(tiny_lm_dir):
+    learner = A2C(tiny_config(A2CConfig, tiny_lm_dir))
+    actor_params = {id(p) for g in learner.optimizers["actor"].param_groups for p in g["params"]}
+    critic_params = {id(p) for g in learner.optimizers["critic"].param_groups for p in g["params"]}
+    assert actor_params and critic_params and not actor_params & critic_params
+    assert critic_params == {id(p) for p in learner.policy.critic.parameters()}
+    assert learner.optimizers["actor"].param_groups[0]["lr"] == 1e-3
+
+
+def test_ra_rlhf_trains_on_the_lowest_returns(tiny_lm_dir):
+    config = tiny_config(
+        RARLHFConfig, tiny_lm_dir, batch_size=4, risk_n=0, risk_alpha=0.5, risk_rho=0.0
+    )
+    learner = RARLHF(config)
+    learner.total_updates = 10
+    rollout = learner.collect_rollout()
+    kept = learner.select_trajectories(rollout)
+    returns = rollout.episode_returns
+    assert len(kept) == 2
+    assert sorted(returns[kept].tolist()) == sorted(returns.tolist())[:2]
+    learner.learn(1, progress=False)
+    assert learner.history[-1]["risk/b0"] == 2.0
+
+
+def test_resume_equals_uninterrupted_run(tiny_lm_dir, tmp_path):
+    config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1)
+    straight = PPO(config).learn(2, progress=False)
+    first = PPO(config)
+    first.total_updates = 2
+    first.learn(1, run_dir=tmp_path / "run", progress=False)
+    resumed = PPO.load(tmp_path / "run")
+    assert resumed.update_idx == 1
+    resumed.learn(2, run_dir=tmp_path / "run", progress=False)
+    for (name, a), (_, b) in zip(
+        straight.policy.state_dict().items(), resumed.policy.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert straight.kl_ctl.value == resumed.kl_ctl.value
+    assert [h["objective/scores"] for h in straight.history] == [
+        h["objective/scores"] for h in resumed.history
+    ]
+    assert (tmp_path / "run" / "tb").is_dir()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [m["update"] for m in logged] == [1, 2]
+
+
+def test_checkpoint_is_an_adversary(tiny_lm_dir, tmp_path):
+    learner = A2C(tiny_config(A2CConfig, tiny_lm_dir, max_turns=1))
+    learner.learn(1, run_dir=tmp_path, progress=False)
+    adversary = load_adversary(tmp_path)
+    assert isinstance(adversary, A2C)
+    utterances = adversary.act(["[opener]\nWhat a day.", "[opener]\nAnyone up?"])
+    assert len(utterances) == 2 and all(isinstance(u, str) and u for u in utterances)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        load_adversary(tmp_path / "missing")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="max_turns"):
+        PPOConfig(max_turns=6)
+    with pytest.raises(ValueError, match="num_minibatches"):
+        PPOConfig(batch_size=2, num_minibatches=4)
+    with pytest.raises(ValueError, match="risk_alpha"):
+        RARLHFConfig(risk_alpha=0.0)
+
+
+def test_every_config_field_is_documented():
+    for cls in (A2CConfig, PPOConfig, RARLHFConfig):
+        import dataclasses
+
+        missing = [f.name for f in dataclasses.fields(cls) if not field_docs(cls).get(f.name)]
+        assert missing == []
+
+
+@pytest.mark.parametrize("algo", ["a2c", "ppo", "ra-rlhf"])
+def test_train_cli(tiny_lm_dir, tmp_path, algo):
+    out = tmp_path / algo
+    cmd = [
+        sys.executable, "-m", "redteam_gym.cli", "train", "--algo", algo, "--updates", "1",
+        "--turns", "1", "--batch-size", "2", "--max-new-tokens", "3",
+        "--defender-max-new-tokens", "3", "--critic-hidden-size", "8",
+        "--adversary-model", str(tiny_lm_dir), "--defender", str(tiny_lm_dir),
+        "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    if algo != "a2c":
+        cmd += ["--num-minibatches", "1", "--ppo-epochs", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "checkpoint" / "state.pt").is_file()
+    assert json.loads(result.stdout[result.stdout.index("{") :])["updates"] == 1
+
+
+def test_train_cli_rejects_options_of_other_learners(tiny_lm_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "redteam_gym.cli", "train", "--algo", "a2c", "--updates", "1",
+         "--out", str(tmp_path), "--lam", "0.9"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "--lam" in result.stderr
