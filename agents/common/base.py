@@ -32,6 +32,7 @@ from redteam_gym.envs.core import (
 )
 from redteam_gym.models import SamplingConfig, default_device, default_dtype, load_causal_lm
 from redteam_gym.models.generation import sample
+from redteam_gym.models.loading import quiet_progress
 
 CHECKPOINT_FILES = ("config.json", "state.pt", "critic.pt", "actor")
 
@@ -267,7 +268,8 @@ class OnPolicyLearner:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         self.config.save(tmp / "config.json")
-        self.policy.actor.save_pretrained(tmp / "actor")
+        with quiet_progress():
+            self.policy.actor.save_pretrained(tmp / "actor")
         self.policy.tokenizer.save_pretrained(tmp / "actor")
         torch.save(self.policy.critic.state_dict(), tmp / "critic.pt")
         torch.save(self.state_dict(), tmp / "state.pt")

