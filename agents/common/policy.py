@@ -53,7 +53,8 @@ class Critic(nn.Module):
         )
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.net(hidden.to(self.net[0].weight.dtype)).squeeze(-1)
+        dtype = next(self.net.parameters()).dtype
+        return self.net(hidden.to(dtype)).squeeze(-1)
 
 
 class ActorCritic(nn.Module):

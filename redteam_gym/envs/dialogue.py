@@ -210,8 +210,9 @@ class RedTeamDialogueVectorEnv(VectorEnv):
             else:
                 self.engine.check_action(actions[i], self._dialogues[i], where=f"actions[{i}]")
                 active.append(i)
+        dialogues = [self._dialogues[i] for i in active]
         results = self.engine.step(
-            [self._dialogues[i] for i in active], [actions[i] for i in active], self._generator
+            [d for d in dialogues if d is not None], [actions[i] for i in active], self._generator
         )
         final_obs: list[str | None] = [None] * self.num_envs
         final_info: dict[str, Any] = {}

@@ -87,4 +87,5 @@ class ChatLM:
             pad_token_id=self.tokenizer.pad_token_id,
             generator=generator,
         )
-        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in samples.tokens]
+        texts = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
+        return [t.strip() for t in texts]

@@ -172,22 +172,22 @@ def load_causal_lm(
             hold one copy when they name the same model. Pass `frozen=False` for a trainable copy.
     """
     device = str(device or default_device())
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or default_dtype(device)
+    torch_dtype: torch.dtype = (
+        getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
+    )
     path = resolve_model(name_or_path)
-    key = _Key(path, device, dtype)
+    key = _Key(path, device, torch_dtype)
     if frozen and key in _frozen_models:
         return _frozen_models[key]
     try:
         with quiet_progress():
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as exc:
         raise _not_found(name_or_path, exc) from exc
     tokenizer = load_tokenizer(path)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.to(device)
+    model.to(torch.device(device))  # type: ignore[arg-type]
     if frozen:
         model.eval().requires_grad_(False)
         _frozen_models[key] = (model, tokenizer)
