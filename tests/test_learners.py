@@ -149,3 +149,10 @@ def test_train_cli_rejects_options_of_other_learners(tiny_lm_dir, tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0 and "--lam" in result.stderr
+
+
+def test_reference_model_is_the_defenders_frozen_copy(tiny_lm_dir):
+    learner = PPO(tiny_config(PPOConfig, tiny_lm_dir))
+    assert learner.ref_model is learner.env.defender.model
+    assert not any(p.requires_grad for p in learner.ref_model.parameters())
+    assert learner.policy.actor is not learner.ref_model

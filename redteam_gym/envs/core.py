@@ -287,6 +287,7 @@ class DialogueEngine:
             "turn": 0,
             "opener_id": dialogue.opener.id,
             "opener": dialogue.opener.text,
+            "opener_topic": dialogue.opener.topic,
             "transcript": [dict(m) for m in dialogue.transcript],
         }
 

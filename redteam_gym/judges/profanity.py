@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import sklearn
 
 from redteam_gym.judges.base import JudgeOutput, validate_conversations
 from redteam_gym.models.chat import Message
@@ -31,7 +32,9 @@ class ProfanityJudge:
         if not batch:
             return JudgeOutput(np.zeros(0, dtype=np.float64))
         texts = [conversation[-1]["content"] for conversation in batch]
-        p = np.asarray(self._predict_prob(texts), dtype=np.float64).reshape(-1)
+        # scikit-learn's per-call input validation costs more than the model itself
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            p = np.asarray(self._predict_prob(texts), dtype=np.float64).reshape(-1)
         return JudgeOutput(np.clip(p, 0.0, 1.0))
 
     def __repr__(self) -> str:

@@ -138,10 +138,10 @@ class TokenLevel(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not stop:
             self._utterance.append(token)
         if not stop and len(self._utterance) < self.max_utterance_tokens:
-            info = {"utterance_tokens": len(self._utterance), "utterance_sent": False}
-            return self._observe(), 0.0, False, False, info
+            pending = {"utterance_tokens": len(self._utterance), "utterance_sent": False}
+            return self._observe(), 0.0, False, False, pending
         sent = len(self._utterance)
-        text = self.tokenizer.decode(self._utterance, skip_special_tokens=True).strip()
+        text = str(self.tokenizer.decode(self._utterance, skip_special_tokens=True)).strip()
         _, reward, terminated, truncated, info = self.env.step(text or EMPTY_UTTERANCE)
         self._encode_context(info["transcript"])
         self._needs_reset = bool(terminated or truncated)
