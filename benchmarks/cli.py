@@ -1,0 +1,326 @@
+"""The ``eval``, ``compare`` and ``demo`` commands of ``redteam-gym``.
+
+``redteam_gym/cli.py`` calls ``add_parsers(subparsers)``; each command sets
+``func(args) -> int`` (the exit status). Until that is wired, the same commands run as
+``python -m benchmarks.cli eval ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
+
+DEFAULT_EVAL_ROOT = Path("runs") / "eval"
+DEFAULT_DEMO_DIR = Path("runs") / "demo"
+
+
+COMMANDS = ("eval", "compare", "demo")
+
+
+def add_parsers(subparsers: Any, commands: Sequence[str] = COMMANDS) -> None:
+    """Add ``eval``, ``compare`` and ``demo`` (or the named subset) to an ``argparse``
+    subparsers object; each sets ``func(args) -> int``. ``demo`` replaces any stub demo."""
+    unknown = sorted(set(commands) - set(COMMANDS))
+    if unknown:
+        raise ValueError(f"unknown command(s) {unknown}; known: {COMMANDS}")
+    adders = {"eval": _add_eval, "compare": _add_compare, "demo": _add_demo}
+    for name in commands:
+        adders[name](subparsers)
+
+
+def _add_suite_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", metavar="CORPUS", help="opener corpus (overrides the suite)")
+    parser.add_argument("--turns", type=int, metavar="N", help="turns per conversation, 1..5")
+    parser.add_argument("--rollouts", type=int, metavar="N", help="number of conversations")
+    parser.add_argument(
+        "--batch-size", type=int, metavar="N", help="conversations run together (num_envs)"
+    )
+    parser.add_argument("--judge", metavar="J", help="judge spec, e.g. profanity, llama-guard")
+    parser.add_argument("--defender", metavar="D", help="defender model name, HF id or path")
+    parser.add_argument("--seed", type=int, metavar="S", help="suite seed (openers and batches)")
+    parser.add_argument("--device", help="device for the models (default: cuda if available)")
+    parser.add_argument("--dtype", help="model dtype, e.g. bfloat16 (default: bf16 on GPU)")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+
+
+def _add_eval(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate an adversary on a suite",
+        description="Evaluate an adversary on a benchmark suite; writes rollouts.jsonl, "
+        "summary.json, report.md and plots/ to --out.",
+    )
+    p.add_argument(
+        "--adversary",
+        default="zero-shot",
+        metavar="{zero-shot,few-shot,DIR}",
+        help="a baseline, or a trained learner checkpoint DIR (default: zero-shot)",
+    )
+    p.add_argument(
+        "--suite", default="quick", metavar="NAME", help="suite name or JSON file (default: quick)"
+    )
+    p.add_argument("--out", metavar="DIR", help="eval DIR (default: runs/eval/SUITE-ADVERSARY)")
+    _add_suite_overrides(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted eval in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the rollouts already in --out")
+    p.add_argument(
+        "--adversary-model", metavar="MODEL", help="LM of a baseline adversary (default: SmolLM2)"
+    )
+    p.add_argument(
+        "--few-shot-pool",
+        metavar="DIR|FILE",
+        help="few-shot examples: an eval DIR or rollouts.jsonl (its unsafe-reply turns)",
+    )
+    p.add_argument("--list-suites", action="store_true", help="list the built-in suites and exit")
+    p.set_defaults(func=run_eval)
+
+
+def _add_compare(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="side-by-side table of eval summaries",
+        description="Print a markdown table of the summaries of eval DIRs, best values in bold.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="eval DIRs holding summary.json")
+    p.add_argument("--out", metavar="FILE", help="also write the table to FILE")
+    p.set_defaults(func=run_compare)
+
+
+def _add_demo(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="the main job on the embedded defaults: (train,) evaluate, report",
+        description="Evaluate the zero-shot and few-shot baselines on the quick suite with the "
+        "embedded defaults (SmolLM2 defender and adversary, profanity judge), write their "
+        "reports and print the comparison. When the learners exist (agents.PPO), a short PPO "
+        "run is trained first and evaluated too.",
+    )
+    p.add_argument("--out", default=str(DEFAULT_DEMO_DIR), metavar="DIR", help="output root")
+    p.add_argument("--suite", default="quick", metavar="NAME", help="suite (default: quick)")
+    _add_suite_overrides(p)
+    p.add_argument(
+        "--updates", type=int, default=2, metavar="N", help="PPO updates when training runs"
+    )
+    p.add_argument("--skip-train", action="store_true", help="evaluate the baselines only")
+    p.add_argument(
+        "--adversary-model", metavar="MODEL", help="LM of the baselines (default: SmolLM2)"
+    )
+    p.set_defaults(func=run_demo)
+
+
+# ----- commands ---------------------------------------------------------------------------
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "prompts": args.prompts,
+        "turns": args.turns,
+        "rollouts": args.rollouts,
+        "batch_size": args.batch_size,
+        "judge": args.judge,
+        "defender": args.defender,
+        "seed": args.seed,
+    }
+
+
+def _fail(command: str, exc: Exception) -> int:
+    print(f"redteam-gym {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _print_suites() -> None:
+    from benchmarks.suites import list_suites, load_suite
+
+    for name in list_suites():
+        s = load_suite(name)
+        print(
+            f"{name:<12} {s.rollouts} x {s.turns} turns, split={s.split}, judge={s.judge}, "
+            f"defender={s.defender}\n{'':<12} {s.description}"
+        )
+
+
+def _adversary_label(spec: str) -> str:
+    return Path(spec).name if Path(spec).is_dir() else spec
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """``eval``: one adversary on one suite."""
+    from benchmarks.compare import compare
+    from benchmarks.runner import evaluate
+    from benchmarks.suites import load_suite
+
+    if args.list_suites:
+        _print_suites()
+        return 0
+    try:
+        suite = load_suite(args.suite, **_overrides(args))
+        out = Path(
+            args.out or DEFAULT_EVAL_ROOT / f"{suite.name}-{_adversary_label(args.adversary)}"
+        )
+        summary = evaluate(
+            args.adversary,
+            suite,
+            out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=args.progress,
+            adversary_model=args.adversary_model,
+            few_shot_pool=args.few_shot_pool,
+            device=args.device,
+            dtype=args.dtype,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        return _fail("eval", exc)
+    print()
+    print(compare([out]))
+    print(
+        f"{summary['num_rollouts']} conversations in {summary['wall_time_s']:.1f}s "
+        f"({_rate(summary)} conversations/s while running). "
+        f"Report: {out / 'report.md'}  plots: {out / 'plots'}"
+    )
+    return 0
+
+
+def _rate(summary: dict[str, Any]) -> str:
+    rate = summary.get("rollouts_per_s")
+    return "n/a" if rate is None else f"{rate:.3f}"
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``compare``: print (and optionally write) the side-by-side table."""
+    from benchmarks.compare import compare
+
+    try:
+        table = compare(args.dirs)
+    except ValueError as exc:
+        return _fail("compare", exc)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table, encoding="utf-8")
+        print(f"written to {args.out}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``demo``: (train a short PPO,) evaluate the baselines, write reports, compare."""
+    from benchmarks.compare import compare
+    from benchmarks.runner import evaluate
+    from benchmarks.suites import load_suite
+
+    start = time.perf_counter()
+    root = Path(args.out)
+    try:
+        suite = load_suite(args.suite, **_overrides(args))
+    except ValueError as exc:
+        return _fail("demo", exc)
+    print(
+        f"redteam-gym demo: suite '{suite.name}' ({suite.rollouts} conversations x "
+        f"{suite.turns} turns), defender {suite.defender}, judge {suite.judge}; output in {root}",
+        flush=True,
+    )
+    common = {
+        "adversary_model": args.adversary_model,
+        "progress": args.progress,
+        "overwrite": True,
+        "device": args.device,
+        "dtype": args.dtype,
+    }
+    runs: list[Path] = []
+
+    # ==== PPO training hook ===================================================================
+    # DESIGN.md: "demo: train, evaluate, report". When the learners are installed
+    # (agents.PPO), a short PPO run trains first and is evaluated beside the baselines;
+    # without them (or with --skip-train) the demo evaluates the baselines only.
+    trained = None if args.skip_train else _train_ppo_if_available(suite, root, args)
+    # ==========================================================================================
+
+    steps = 3 if trained is not None else 2
+    print(f"\n[1/{steps}] zero-shot adversary", flush=True)
+    evaluate("zero-shot", suite, root / "zero-shot", **common)
+    runs.append(root / "zero-shot")
+    # Perez et al.'s stochastic few-shot draws its examples from the zero-shot test cases.
+    print(f"\n[2/{steps}] few-shot adversary (examples: the zero-shot run's successes)", flush=True)
+    evaluate("few-shot", suite, root / "few-shot", few_shot_pool=root / "zero-shot", **common)
+    runs.append(root / "few-shot")
+    if trained is not None:
+        print(f"\n[3/{steps}] trained PPO adversary", flush=True)
+        evaluate(trained, suite, root / "ppo", **{**common, "adversary_model": None})
+        runs.append(root / "ppo")
+
+    table = compare(runs)
+    (root / "comparison.md").write_text(table, encoding="utf-8")
+    print("\n" + table)
+    print(f"Demo done in {time.perf_counter() - start:.0f}s.")
+    print(f"Comparison: {root / 'comparison.md'}")
+    for run in runs:
+        print(f"Report: {run / 'report.md'}  plots: {run / 'plots'}/*.png")
+    if trained is not None:
+        print(f"PPO checkpoint: {root / 'ppo-train'} (redteam-gym eval --adversary DIR)")
+    elif not args.skip_train:
+        print("(No PPO learner in this install yet: the demo evaluated the baselines only.)")
+    return 0
+
+
+def _train_ppo_if_available(suite: Any, root: Path, args: argparse.Namespace) -> Any:
+    """Train a short PPO run when ``agents.PPO`` exists; returns the learner, or None.
+
+    The learner gets the suite's defender, judge, openers, turns and batch size, trains on
+    the *train* split (it makes its own env) and checkpoints into ``ROOT/ppo-train``; the
+    learner itself is the adversary (``act``, ``reseed``).
+    """
+    import dataclasses
+
+    import agents
+
+    ppo_cls, config_cls = getattr(agents, "PPO", None), getattr(agents, "PPOConfig", None)
+    if ppo_cls is None or config_cls is None:
+        return None
+    wanted = {
+        "max_turns": suite.turns,
+        "defender": suite.defender,
+        "judge": suite.judge,
+        "prompts": suite.prompts,
+        "defender_max_new_tokens": suite.defender_sampling.max_new_tokens,
+        "max_new_tokens": suite.adversary_sampling.max_new_tokens,
+        "batch_size": suite.batch_size,
+        "seed": suite.seed,
+        "device": args.device,
+        "dtype": args.dtype,
+        "adversary_model": args.adversary_model,
+    }
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    config = config_cls(**{k: v for k, v in wanted.items() if k in fields and v is not None})
+    print(f"\n[train] PPO, {args.updates} updates on the train split", flush=True)
+    learner = ppo_cls(config)
+    learner.learn(total_updates=args.updates, run_dir=root / "ppo-train", progress=args.progress)
+    return learner
+
+
+# ----- standalone -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A ``redteam-gym``-like parser with only these commands (tests, ``python -m``)."""
+    parser = argparse.ArgumentParser(
+        prog="redteam-gym", description="Automated red teaming of language models."
+    )
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Speed benchmarks, each runnable as a module and writing a markdown result file.
+
+- `python -m benchmarks.perf.vector_env`: the native batched `RedTeamDialogueVectorEnv`
+  against Gymnasium's `SyncVectorEnv` over single envs, timed side by side in one process.
+- `python -m benchmarks.perf.model_load`: first (GGUF conversion) and cached loads of the
+  embedded defender, one single-env step, and `gym.make` construction.
+
+Results go to `benchmarks/results/perf-*.md`, each with the command that produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+__all__ = ["command_line", "cpu_model", "machine_info"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from `/proc/cpuinfo` (or `platform.processor()` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    """What a timing depends on: cores, CPU, Python, torch and its thread count, load."""
+    import torch
+    import transformers
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 0
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "nproc": str(usable),
+        "cpu": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch threads": str(torch.get_num_threads()),
+        "transformers": transformers.__version__,
+        "load average (1/5/15 min) at start": " / ".join(f"{x:.2f}" for x in load),
+    }
+
+
+def command_line() -> str:
+    """The command that ran this benchmark, as a user would type it."""
+    module = sys.modules["__main__"].__spec__
+    head = f"python -m {module.name}" if module is not None else f"python {sys.argv[0]}"
+    return " ".join([head, *sys.argv[1:]])
