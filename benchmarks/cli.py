@@ -18,6 +18,7 @@ __all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
 
 DEFAULT_EVAL_ROOT = Path("runs") / "eval"
 DEFAULT_DEMO_DIR = Path("runs") / "demo"
+DEMO_ROLLOUTS = 16
 
 
 COMMANDS = ("eval", "compare", "demo")
@@ -217,8 +218,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     root = Path(args.out)
+    overrides = _overrides(args)
+    # the demo's budget: about 10 minutes on a 2-core CPU (quick's protocol, half its rollouts)
+    if args.suite == "quick" and not overrides["rollouts"]:
+        overrides["rollouts"] = DEMO_ROLLOUTS
     try:
-        suite = load_suite(args.suite, **_overrides(args))
+        suite = load_suite(args.suite, **overrides)
     except ValueError as exc:
         return _fail("demo", exc)
     print(
@@ -295,6 +300,9 @@ def _train_ppo_if_available(suite: Any, root: Path, args: argparse.Namespace) ->
         "device": args.device,
         "dtype": args.dtype,
         "adversary_model": args.adversary_model,
+        # one pass per update keeps the demo's short run inside its budget
+        "ppo_epochs": 1,
+        "num_minibatches": 1,
     }
     fields = {f.name for f in dataclasses.fields(config_cls)}
     config = config_cls(**{k: v for k, v in wanted.items() if k in fields and v is not None})

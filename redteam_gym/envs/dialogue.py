@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import Env
+from gymnasium import Env, spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from redteam_gym.envs.core import (
     ACTION_MAX_CHARS,
@@ -145,8 +144,10 @@ class RedTeamDialogueVectorEnv(VectorEnv):
         self.engine = DialogueEngine(**kwargs)
         self.single_observation_space = text_space(OBS_MAX_CHARS)
         self.single_action_space = text_space(ACTION_MAX_CHARS, min_length=1)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
+        # One shared Text space per slot: `batch_space` would deep-copy the 63k-character
+        # charset once per env.
+        self.observation_space = spaces.Tuple((self.single_observation_space,) * num_envs)
+        self.action_space = spaces.Tuple((self.single_action_space,) * num_envs)
         self._dialogues: list[Dialogue | None] = [None] * num_envs
         self._rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
         self._autoreset = np.zeros(num_envs, dtype=bool)
@@ -176,10 +177,12 @@ class RedTeamDialogueVectorEnv(VectorEnv):
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
         seeds = _per_env_seeds(seed, self.num_envs)
         if seeds[0] is not None:
+            # slot rngs draw openers only, so a slot deals the opener the single env would
             self._rngs = [np.random.default_rng(s) for s in seeds]
-            self._generator = None
-        if self._generator is None:
-            self._generator = torch_generator(self.engine, seed_from(self._rngs[0]))
+            defender_seed = np.random.SeedSequence([seeds[0], 1]).generate_state(1)[0]
+            self._generator = torch_generator(self.engine, int(defender_seed))
+        elif self._generator is None:
+            self._generator = torch_generator(self.engine, seed_from(np.random.default_rng()))
         infos: dict[str, Any] = {}
         for i in range(self.num_envs):
             infos = self._add_info(infos, self._reset_slot(i), i)
