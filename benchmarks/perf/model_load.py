@@ -2,7 +2,7 @@
 
 ```
 python -m benchmarks.perf.model_load [--steps 5] [--cached-repeats 2]
-    [--defender-max-new-tokens 64] [--out benchmarks/results/perf-model-load.md]
+    [--defender-max-new-tokens 64] [--torch-threads N] [--out benchmarks/results/perf-model-load.md]
 ```
 
 Times, each in a fresh Python subprocess so the in-process model cache cannot help:
@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from benchmarks.perf import command_line, machine_info
 
@@ -77,7 +77,8 @@ def _child_step(steps: int, max_new_tokens: int) -> dict[str, Any]:
     warm = time.perf_counter() - start
     warm_env.close()
 
-    tokenizer = env.unwrapped.engine.defender.tokenizer
+    engine = cast(Any, env.unwrapped).engine
+    tokenizer = engine.defender.tokenizer
     env.reset(seed=0)
     env.step(UTTERANCES[0])  # warm-up
     env.reset(seed=1)
@@ -100,15 +101,18 @@ def _child_step(steps: int, max_new_tokens: int) -> dict[str, Any]:
         "step_s": times,
         "reply_tokens": tokens,
         "turns": turns,
-        "max_turns": env.unwrapped.max_turns,
+        "max_turns": engine.max_turns,
     }
 
 
-def _run_child(args: list[str], cache: Path) -> tuple[dict[str, Any], float]:
+def _run_child(
+    args: list[str], cache: Path, torch_threads: int | None
+) -> tuple[dict[str, Any], float]:
     env = {**os.environ, "REDTEAM_GYM_CACHE": str(cache)}
+    threads = [] if torch_threads is None else ["--torch-threads", str(torch_threads)]
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", MODULE, "--child", *args],
+        [sys.executable, "-m", MODULE, *threads, "--child", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -136,6 +140,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/perf-model-load.md"), help="report"
     )
+    p.add_argument(
+        "--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.steps < 1 or args.cached_repeats < 1:
@@ -145,6 +152,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.child:
         kind, *rest = args.child
         result = _child_load() if kind == "load" else _child_step(int(rest[0]), int(rest[1]))
@@ -152,19 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     info = machine_info()
+    info["torch threads"] += (
+        " (set by --torch-threads)" if args.torch_threads else " (torch default)"
+    )
     command = command_line() if argv is None else " ".join(["python -m", MODULE, *argv])
     cache = Path(tempfile.mkdtemp(prefix="redteam-gym-perf-cache-"))
     try:
         print(f"(a) first load, converting the GGUF into {cache} ...", flush=True)
-        first, first_wall = _run_child(["load"], cache)
+        first, first_wall = _run_child(["load"], cache, args.torch_threads)
         print(f"    {first['load_s']:.1f}s", flush=True)
         cached = []
         for i in range(args.cached_repeats):
-            cached.append(_run_child(["load"], cache))
+            cached.append(_run_child(["load"], cache, args.torch_threads))
             print(f"(b) cached load {i}: {cached[-1][0]['load_s']:.2f}s", flush=True)
         print("(c, d) env steps and gym.make ...", flush=True)
         step, step_wall = _run_child(
-            ["step", str(args.steps), str(args.defender_max_new_tokens)], cache
+            ["step", str(args.steps), str(args.defender_max_new_tokens)], cache, args.torch_threads
         )
         cache_size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
     finally:

@@ -2,7 +2,7 @@
 
 ```
 python -m benchmarks.perf.vector_env [--num-envs 8] [--turns 3] [--repeats 2]
-    [--defender-max-new-tokens 64] [--no-eos] [--profile]
+    [--defender-max-new-tokens 64] [--torch-threads N] [--no-eos] [--profile]
     [--out benchmarks/results/perf-vector-env.md]
 ```
 
@@ -16,6 +16,10 @@ defender's sampler is wrapped (in this process only) to count the tokens it gene
 token slots it actually computes (a batch keeps decoding until its longest reply ends), and
 the time it takes; tokens per second compares equal work. `--no-eos` removes the stop tokens
 so every reply is exactly `--defender-max-new-tokens` long.
+
+The report also splits the time (prefill and decode forward passes, the top-p filter, the
+judge, the env) and measures one forward pass and one sampler step at batch 1 and batch N,
+which bounds what batching can gain on the machine.
 """
 
 from __future__ import annotations
@@ -168,7 +172,8 @@ def run_dialogues(vec_env: Any, num_envs: int, turns: int, seed: int) -> None:
 
 
 def decode_scaling(model: Any, batch: int, context: int, steps: int = 8) -> dict[str, float]:
-    """Seconds for one prefill and one KV-cached decode step at batch 1 and at `batch`.
+    """Seconds for one prefill, one KV-cached decode step and one sampler step (top-p filter
+    and multinomial over the vocabulary) at batch 1 and at `batch`.
 
     `batch * t(1) / t(batch)` bounds the speed-up batching can give on this machine.
     """
@@ -324,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.diagnose:
         sync_counts = meter.counters[SYNC]
         context = max(16, round(sync_counts.prompt_tokens / max(sync_counts.sample_calls, 1)))
-        model = native.unwrapped.engine.defender.model
+        model = engines(native)[0].defender.model
         scaling = (context, decode_scaling(model, args.num_envs, context))
     profile = profile_native(native, args) if args.profile else None
 
