@@ -49,7 +49,13 @@ class OnPolicyLearner:
     config_class: ClassVar[type[LearnerConfig]] = LearnerConfig
     keep_ref_distribution: ClassVar[bool] = False
 
-    def __init__(self, config: LearnerConfig | None = None, env: Any = None) -> None:
+    def __init__(
+        self,
+        config: LearnerConfig | None = None,
+        env: Any = None,
+        *,
+        _actor_path: str | None = None,
+    ) -> None:
         config = config or self.config_class()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
@@ -60,8 +66,12 @@ class OnPolicyLearner:
         if env is not None:
             self.env = env
         torch.manual_seed(config.seed)
+        # a checkpoint's trained actor loads in place of the initial one (one load, not two)
         actor, tokenizer = load_causal_lm(
-            config.adversary_model, device=self.device, dtype=self.dtype, frozen=False
+            _actor_path or config.adversary_model,
+            device=self.device,
+            dtype=self.dtype,
+            frozen=False,
         )
         self.policy = ActorCritic(
             actor,
@@ -302,12 +312,7 @@ class OnPolicyLearner:
         return learner
 
     def _init_from_checkpoint(self, config: LearnerConfig, env: Any, ckpt: Path) -> None:
-        OnPolicyLearner.__init__(self, config, env)
-        trained, _ = load_causal_lm(
-            str(ckpt / "actor"), device=self.device, dtype=self.dtype, frozen=False
-        )
-        self.policy.actor.load_state_dict(trained.state_dict())
-        del trained
+        OnPolicyLearner.__init__(self, config, env, _actor_path=str(ckpt / "actor"))
         self.policy.critic.load_state_dict(torch.load(ckpt / "critic.pt", map_location=self.device))
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
         self.update_idx = state["update_idx"]
