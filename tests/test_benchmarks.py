@@ -418,3 +418,14 @@ def test_demo_and_checkpoint_eval(
         ckpt = ["eval", "--suite", str(suite_file), "--adversary", str(demo / "ppo-train")]
         assert main([*ckpt, "--out", str(tmp_path / "ckpt"), "--no-progress", *tiny]) == 0
         assert json.loads((tmp_path / "ckpt" / "summary.json").read_text())["adversary"] == "PPO"
+        from benchmarks.policy_gain import main as gain_main
+
+        gain = tmp_path / "gain"
+        argv = [str(demo / "ppo-train"), "--out", str(gain), "--rollouts", "2", "--no-progress"]
+        assert gain_main(argv) == 0
+        result = json.loads((gain / "gain.json").read_text())
+        assert result["algo"] == "PPO" and result["updates"] == 1
+        assert set(result["policies"]) == {"initial", "trained"}
+        for side in ("initial", "trained"):
+            assert len((gain / side / "rollouts.jsonl").read_text().splitlines()) == 2
+        assert "Welch t" in (gain / "gain.md").read_text()

@@ -2,7 +2,13 @@
 
 from redteam_gym.models.chat import DEFAULT_CHAT_TEMPLATE, Message, encode_chat, encode_text
 from redteam_gym.models.chat_lm import ChatLM
-from redteam_gym.models.generation import Samples, SamplingConfig, left_pad, sample
+from redteam_gym.models.generation import (
+    PrefixCache,
+    Samples,
+    SamplingConfig,
+    left_pad,
+    sample,
+)
 from redteam_gym.models.loading import (
     SMOLLM2,
     ModelNotFoundError,
@@ -21,6 +27,7 @@ __all__ = [
     "ChatLM",
     "Message",
     "ModelNotFoundError",
+    "PrefixCache",
     "Samples",
     "SamplingConfig",
     "cache_dir",

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from redteam_gym.models.chat import Message, encode_chat
-from redteam_gym.models.generation import SamplingConfig, sample
+from redteam_gym.models.generation import PrefixCache, SamplingConfig, sample
 from redteam_gym.models.loading import load_causal_lm
 
 
@@ -30,6 +30,10 @@ class ChatLM:
         system_prompt: prepended as a system message when given.
         max_context_tokens: longer prompts keep their last tokens (the reply's turn header
             survives; the earliest context is dropped).
+        reuse_cache: keep the KV cache of the last batch, so that when the next call continues
+            the same conversations (row for row, as the envs do turn after turn) only their new
+            messages are prefilled. Costs the memory of one batch's cache between calls; the
+            replies do not depend on it beyond floating-point rounding.
     """
 
     def __init__(
@@ -40,12 +44,15 @@ class ChatLM:
         sampling: SamplingConfig | None = None,
         system_prompt: str | None = None,
         max_context_tokens: int = 2048,
+        reuse_cache: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling or SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9)
         self.system_prompt = system_prompt
         self.max_context_tokens = max_context_tokens
+        self.reuse_cache = reuse_cache
+        self._cache: PrefixCache | None = None
         self.eos_token_ids = eos_token_ids(model, tokenizer)
         self.name = getattr(model, "name_or_path", type(model).__name__)
 
@@ -63,6 +70,10 @@ class ChatLM:
         chat.name = name_or_path
         return chat
 
+    def clear_cache(self) -> None:
+        """Free the KV cache kept from the last batch."""
+        self._cache = None
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -79,13 +90,18 @@ class ChatLM:
         self, conversations: Sequence[Sequence[Message]], generator: torch.Generator | None = None
     ) -> list[str]:
         """One reply per conversation, generated in a single batch."""
+        prompts = [self.encode(c) for c in conversations]
+        cache, self._cache = self._cache, None
         samples = sample(
             self.model,
-            [self.encode(c) for c in conversations],
+            prompts,
             self.sampling,
             eos_token_ids=self.eos_token_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             generator=generator,
+            prefix_cache=cache if self.reuse_cache else None,
+            keep_cache=self.reuse_cache,
         )
+        self._cache = samples.cache
         texts = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
         return [t.strip() for t in texts]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -44,6 +45,8 @@ class Samples:
     """Log-probability of each generated id under the sampling distribution's logits / T."""
     values: list[torch.Tensor] | None = None
     """`value_head` applied to the final hidden state that produced each id, when given."""
+    cache: PrefixCache | None = None
+    """The KV cache after this call, with `keep_cache=True` (see `sample`)."""
 
 
 def left_pad(
@@ -64,19 +67,79 @@ def _accepts_logits_to_keep(model: PreTrainedModel) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+NUCLEUS_CANDIDATES = 256
+"""Top-p first looks for the nucleus among this many most likely tokens; it sorts the whole
+vocabulary only for rows whose candidates hold less than `top_p` of the mass."""
+
+
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask logits outside the top-k set and the top-p nucleus with -inf."""
+    """Mask logits outside the top-k set and the top-p nucleus with -inf.
+
+    The nucleus keeps a token while the mass of the tokens ranked above it is below `top_p`
+    (so the most likely token always stays).
+    """
     if top_k > 0 and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        # drop a token when the mass before it already reaches top_p (the top one always stays)
-        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+    if top_p >= 1.0:
+        return logits
+    width = logits.shape[-1]
+    k = min(NUCLEUS_CANDIDATES, width)
+    if top_k > 0:
+        k = min(k, top_k)
+    top, order = torch.topk(logits, k, dim=-1)
+    probs = (top - logits.logsumexp(-1, keepdim=True)).exp()
+    before = probs.cumsum(-1) - probs
+    if k < width and not bool((before[..., -1] + probs[..., -1] >= top_p).all()):
+        # some row's nucleus is wider than the candidates: rank its whole vocabulary
+        top, order = torch.sort(logits, descending=True, dim=-1)
+        probs = top.softmax(-1)
+        before = probs.cumsum(-1) - probs
+    keep = before < top_p
+    filtered = torch.full_like(logits, float("-inf"))
+    return filtered.scatter(-1, order, top.masked_fill(~keep, float("-inf")))
+
+
+@dataclass
+class PrefixCache:
+    """The KV cache a `sample` call leaves behind, for the next call to continue from.
+
+    Row `i` holds `tokens[i]` (its prompt and the generated ids that went through the model) at
+    cache columns `columns[i]`; every other column of the row is a hole (left padding, the pad
+    ids of rows that stopped early, a prefix that the next prompt no longer shares) that the
+    attention mask hides. Consumed by the call that reuses it.
+    """
+
+    past_key_values: Any
+    tokens: list[list[int]]
+    columns: list[list[int]]
+    width: int
+    """Columns in the cache."""
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _reusable(cache: PrefixCache | None, prompts: Sequence[Sequence[int]]) -> list[int] | None:
+    """Per row, how many leading prompt ids the cache already holds; None to start afresh."""
+    if cache is None or len(cache.tokens) != len(prompts):
+        return None
+    # at least the last prompt id is fed again: its forward pass gives the first logits
+    shared = [
+        min(_common_prefix(c, p), len(p) - 1) for c, p in zip(cache.tokens, prompts, strict=True)
+    ]
+    new = max(len(p) - n for p, n in zip(prompts, shared, strict=True))
+    longest = max(len(p) for p in prompts)
+    # holes would outnumber cached ids: a fresh, compact prefill is cheaper from here on
+    if sum(shared) == 0 or cache.width + new > 2 * longest:
+        return None
+    return shared
 
 
 @torch.no_grad()
@@ -89,6 +152,8 @@ def sample(
     pad_token_id: int,
     generator: torch.Generator | None = None,
     value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prefix_cache: PrefixCache | None = None,
+    keep_cache: bool = False,
 ) -> Samples:
     """Sample continuations of a batch of prompts in one batched, KV-cached loop.
 
@@ -96,29 +161,55 @@ def sample(
     it would see alone. Sampling draws from `generator`, so a seeded generator gives the
     same tokens on the same device. With `value_head`, the final hidden state of each step is
     mapped to a value as the token is sampled, so a learner needs no second forward pass.
+
+    With `keep_cache`, `Samples.cache` keeps the KV cache; passing it as `prefix_cache` to the
+    next call (same model, same number of rows, row `i` continuing row `i`'s conversation)
+    feeds each row only the ids after its longest prefix shared with the cache, so a dialogue's
+    next turn prefills just its new messages. Any prompt may be passed: a row that shares
+    nothing with the cache is masked out of it, and the cache is rebuilt when that is cheaper.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("sample needs at least one prompt and no empty prompts")
     device = next(model.parameters()).device
-    input_ids, attention_mask = left_pad(prompts, pad_token_id, device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     extra: dict = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
     if value_head is not None:
         extra["output_hidden_states"] = True
+    batch = len(prompts)
+    shared = _reusable(prefix_cache, prompts)
+    if prefix_cache is None or shared is None:
+        past, offset = None, 0
+        shared = [0] * batch
+        kept = torch.zeros((batch, 0), dtype=torch.long)
+        columns: list[list[int]] = [[] for _ in prompts]
+    else:
+        past, offset = prefix_cache.past_key_values, prefix_cache.width
+        kept = torch.zeros((batch, offset), dtype=torch.long)
+        columns = [c[:n] for c, n in zip(prefix_cache.columns, shared, strict=True)]
+        for i, cols in enumerate(columns):
+            kept[i, cols] = 1
+    suffixes = [p[n:] for p, n in zip(prompts, shared, strict=True)]
+    input_ids, new_mask = left_pad(suffixes, pad_token_id, device)
+    width = input_ids.shape[1]
+    for i, suffix in enumerate(suffixes):
+        columns[i] += range(offset + width - len(suffix), offset + width)
+    attention_mask = torch.cat([kept.to(device), new_mask], dim=-1)
+    shared_t = torch.as_tensor(shared, device=device)[:, None]
+    position_ids = shared_t + (new_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
+        past_key_values=past,
         use_cache=True,
         **extra,
     )
-    batch = len(prompts)
     eos = torch.as_tensor(list(eos_token_ids), device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     steps: list[torch.Tensor] = []
     step_logprobs: list[torch.Tensor] = []
     step_values: list[torch.Tensor] = []
     alive: list[torch.Tensor] = []
+    fed = 0
     next_position = position_ids[:, -1]
     for _ in range(config.max_new_tokens):
         logits = out.logits[:, -1, :].float()
@@ -148,13 +239,31 @@ def sample(
             use_cache=True,
             **extra,
         )
+        fed += 1
     tokens_t = torch.stack(steps, 1).cpu()
     logprobs_t = torch.stack(step_logprobs, 1).cpu()
     alive_t = torch.stack(alive, 1).cpu()
     lengths = alive_t.sum(1).tolist()
     values_t = torch.stack(step_values, 1).cpu() if step_values else None
+    tokens = [tokens_t[i, :n].tolist() for i, n in enumerate(lengths)]
+    cache = None
+    if keep_cache:
+        # the ids sampled at the last step never went through the model
+        start = offset + width
+        cache = PrefixCache(
+            past_key_values=out.past_key_values,
+            tokens=[
+                list(p) + t[: min(n, fed)] for p, t, n in zip(prompts, tokens, lengths, strict=True)
+            ],
+            columns=[
+                cols + list(range(start, start + min(n, fed)))
+                for cols, n in zip(columns, lengths, strict=True)
+            ],
+            width=start + fed,
+        )
     return Samples(
-        tokens=[tokens_t[i, :n].tolist() for i, n in enumerate(lengths)],
+        tokens=tokens,
         logprobs=[logprobs_t[i, :n] for i, n in enumerate(lengths)],
         values=None if values_t is None else [values_t[i, :n] for i, n in enumerate(lengths)],
+        cache=cache,
     )

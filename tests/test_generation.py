@@ -1,0 +1,121 @@
+"""Sampling: the nucleus filter and the KV cache kept across turns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from redteam_gym.models import SamplingConfig, load_causal_lm, sample
+from redteam_gym.models.chat_lm import ChatLM, eos_token_ids
+from redteam_gym.models.generation import NUCLEUS_CANDIDATES, filter_logits
+
+
+def sorted_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Reference top-p: rank the whole vocabulary."""
+    ranked, order = torch.sort(logits, descending=True, dim=-1)
+    probs = ranked.softmax(-1)
+    drop = (probs.cumsum(-1) - probs) >= top_p
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
+def test_nucleus_matches_a_full_sort(top_p):
+    gen = torch.Generator().manual_seed(0)
+    vocab = 4 * NUCLEUS_CANDIDATES
+    peaked = torch.randn(6, vocab, generator=gen) * 6  # nucleus inside the candidates
+    flat = torch.randn(2, vocab, generator=gen) * 0.1  # nucleus wider: the full-sort fallback
+    for logits in (peaked, flat, torch.cat([peaked, flat])):
+        got = filter_logits(logits, 0, top_p)
+        want = sorted_nucleus(logits, top_p)
+        assert torch.equal(torch.isinf(got), torch.isinf(want))
+        assert torch.equal(got[~torch.isinf(got)], logits[~torch.isinf(want)])
+
+
+def test_nucleus_keeps_the_top_token_and_respects_top_k():
+    logits = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    assert torch.isfinite(filter_logits(logits, 0, 1e-6)).tolist() == [[1, 0, 0, 0, 0]]
+    kept = torch.isfinite(filter_logits(logits, 2, 0.9999)).tolist()
+    assert kept == [[1, 1, 0, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_lm_dir):
+    model, tokenizer = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    return model, tokenizer
+
+
+def _prompts(tokenizer, texts):
+    return [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+
+def _sample(model, tokenizer, prompts, seed, **kwargs):
+    config = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9)
+    return sample(
+        model,
+        prompts,
+        config,
+        eos_token_ids=eos_token_ids(model, tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+
+
+def test_continuing_from_the_cache_matches_a_fresh_prefill(tiny):
+    model, tokenizer = tiny
+    first = _prompts(tokenizer, ["a short one", "a somewhat longer opening line here", "mid"])
+    turn1 = _sample(model, tokenizer, first, seed=1, keep_cache=True)
+    assert turn1.cache is not None
+    # row 0 and 1 continue their conversation; row 2 starts another one
+    second = [
+        first[0] + turn1.tokens[0] + _prompts(tokenizer, [" and then?"])[0],
+        first[1] + turn1.tokens[1] + _prompts(tokenizer, [" go on, please, tell me"])[0],
+        _prompts(tokenizer, ["something else entirely"])[0],
+    ]
+    widths: list[int] = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    try:
+        reused = _sample(model, tokenizer, second, seed=2, prefix_cache=turn1.cache)
+    finally:
+        del model.forward
+    fresh = _sample(model, tokenizer, second, seed=2)
+    assert reused.tokens == fresh.tokens
+    for a, b in zip(reused.logprobs, fresh.logprobs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # only the ids after each row's shared prefix were prefilled
+    assert widths[0] < max(len(p) for p in second)
+    continued = [len(second[i]) - len(turn1.cache.tokens[i]) for i in (0, 1)]
+    assert widths[0] == max(len(second[2]), *continued)
+
+
+def test_a_cache_for_other_rows_is_not_reused(tiny):
+    model, tokenizer = tiny
+    prompts = _prompts(tokenizer, ["one two three", "four five"])
+    turn1 = _sample(model, tokenizer, prompts, seed=1, keep_cache=True)
+    unrelated = _prompts(tokenizer, ["xyz", "completely new words", "third row"])
+    got = _sample(model, tokenizer, unrelated, seed=3, prefix_cache=turn1.cache)
+    assert got.tokens == _sample(model, tokenizer, unrelated, seed=3).tokens
+
+
+def test_chat_lm_replies_do_not_depend_on_its_cache(tiny):
+    model, tokenizer = tiny
+    sampling = SamplingConfig(max_new_tokens=5, temperature=0.7, top_p=0.9)
+    cached = ChatLM(model, tokenizer, sampling=sampling)
+    uncached = ChatLM(model, tokenizer, sampling=sampling, reuse_cache=False)
+    chats = [[{"role": "user", "content": "hi there"}], [{"role": "user", "content": "hello"}]]
+    for turn in range(3):
+        replies = [
+            lm.respond(chats, torch.Generator().manual_seed(turn)) for lm in (cached, uncached)
+        ]
+        assert replies[0] == replies[1]
+        assert cached._cache is not None and uncached._cache is None
+        chats = [
+            [*c, {"role": "assistant", "content": r}, {"role": "user", "content": f"ok {turn}"}]
+            for c, r in zip(chats, replies[0], strict=True)
+        ]
