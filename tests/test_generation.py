@@ -119,3 +119,30 @@ def test_chat_lm_replies_do_not_depend_on_its_cache(tiny):
             [*c, {"role": "assistant", "content": r}, {"role": "user", "content": f"ok {turn}"}]
             for c, r in zip(chats, replies[0], strict=True)
         ]
+
+
+def test_buffered_cache_matches_the_stock_dynamic_cache(tiny):
+    from transformers.cache_utils import DynamicCache
+
+    from redteam_gym.models.generation import BufferedLayer, new_kv_cache
+
+    model, _ = tiny
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, 1000, (3, 200), generator=gen)
+    caches = [DynamicCache(config=model.config), new_kv_cache(model)]
+    assert all(isinstance(layer, BufferedLayer) for layer in caches[1].layers)
+    logits = []
+    with torch.no_grad():
+        for cache in caches:
+            out = model(input_ids=ids[:, :20], past_key_values=cache, use_cache=True)
+            steps = [out.logits[:, -1]]
+            # one token at a time past the buffer's first capacity (20 + 128), then a chunk
+            for t in range(20, 180):
+                out = model(input_ids=ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+                steps.append(out.logits[:, -1])
+            cache.crop(-5)  # a cropped cache keeps writing where it now ends
+            out = model(input_ids=ids[:, 175:200], past_key_values=cache, use_cache=True)
+            steps.append(out.logits[:, -1])
+            logits.append(torch.stack(steps))
+        assert caches[1].get_seq_length() == caches[0].get_seq_length() == 200
+    torch.testing.assert_close(logits[0], logits[1])
