@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -429,59 +430,81 @@ def _jsonable(value: Any) -> Any:
 
 # ----- perplexity -------------------------------------------------------------------------
 
-_SENTINEL = "\ue000utterance\ue001"
+_SENTINEL = re.compile("\ue000(\\d+)\ue001")
 
 
-def _utterance_contexts(defender: Any, transcript: Sequence[dict[str, str]]) -> list[str]:
-    """Per adversary utterance, the defender's chat-rendered text before it.
+def _conversation_ids(
+    defender: Any, transcript: Sequence[dict[str, str]]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """A transcript as the defender's chat-rendered ids, with the span of each adversary
+    utterance in them.
 
-    The conversation up to the utterance is rendered in the defender's view (its system
-    prompt and chat template, the opener joined with the first utterance as the env does)
-    with a sentinel in place of the utterance; the text before the sentinel is the context.
+    The transcript is rendered in the defender's view (its system prompt and chat template,
+    the opener joined with the first utterance as the env does) with a numbered sentinel in
+    place of each utterance. The text around the sentinels is tokenised as rendered, each
+    utterance on its own (as plain text), so every utterance is scored on the same ids
+    whatever its position, and one forward pass scores them all.
     """
     from redteam_gym.envs.core import ADVERSARY, defender_view
-    from redteam_gym.models import DEFAULT_CHAT_TEMPLATE
+    from redteam_gym.models import DEFAULT_CHAT_TEMPLATE, encode_text
 
     tokenizer = defender.tokenizer
-    template = tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
-    contexts = []
-    for k, message in enumerate(transcript):
-        if message["role"] != ADVERSARY:
-            continue
-        chat = defender_view([*transcript[:k], {"role": ADVERSARY, "content": _SENTINEL}])
-        if getattr(defender, "system_prompt", None):
-            chat = [{"role": "system", "content": defender.system_prompt}, *chat]
-        rendered = tokenizer.apply_chat_template(
-            chat, chat_template=template, tokenize=False, add_generation_prompt=False
-        )
-        contexts.append(rendered[: rendered.index(_SENTINEL)])
-    return contexts
+    utterances = [m["content"] for m in transcript if m["role"] == ADVERSARY]
+    marked, k = [], 0
+    for m in transcript:
+        if m["role"] == ADVERSARY:
+            m = {"role": ADVERSARY, "content": f"\ue000{k}\ue001"}
+            k += 1
+        marked.append(m)
+    chat = defender_view(marked)
+    if getattr(defender, "system_prompt", None):
+        chat = [{"role": "system", "content": defender.system_prompt}, *chat]
+    rendered = tokenizer.apply_chat_template(
+        chat,
+        chat_template=tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE,
+        tokenize=False,
+        add_generation_prompt=False,
+    )
+    ids: list[int] = []
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for match in _SENTINEL.finditer(rendered):
+        ids += tokenizer(rendered[cursor : match.start()], add_special_tokens=False).input_ids
+        if not ids and tokenizer.bos_token_id is not None:
+            ids = [int(tokenizer.bos_token_id)]  # something to predict the first id from
+        utterance = encode_text(tokenizer, utterances[int(match.group(1))])
+        spans.append((len(ids), len(ids) + len(utterance)))
+        ids += utterance
+        cursor = match.end()
+    return ids, spans
 
 
 def _adversary_log_ppl(
     defender: Any, transcripts: Sequence[Sequence[dict[str, str]]], batch_size: int
 ) -> list[list[float | None]]:
-    """Per transcript, per adversary utterance: log perplexity under the defender model."""
+    """Per transcript, per adversary utterance: log perplexity under the defender model
+    given the conversation before it (one forward pass per conversation)."""
     from redteam_gym.envs.core import ADVERSARY
-    from redteam_gym.metrics import log_perplexity
+    from redteam_gym.metrics import span_log_perplexity
 
+    counts = [sum(m["role"] == ADVERSARY for m in t) for t in transcripts]
     if getattr(defender, "model", None) is None or getattr(defender, "tokenizer", None) is None:
-        return [[None] * sum(m["role"] == ADVERSARY for m in t) for t in transcripts]
-    contexts: list[str] = []
-    utterances: list[str] = []
-    shape: list[int] = []
-    for transcript in transcripts:
-        ctx = _utterance_contexts(defender, transcript)
-        contexts += ctx
-        utterances += [m["content"] for m in transcript if m["role"] == ADVERSARY]
-        shape.append(len(ctx))
-    values = log_perplexity(
-        defender.model, defender.tokenizer, contexts, utterances, batch_size=batch_size
+        return [[None] * n for n in counts]
+    encoded = [_conversation_ids(defender, t) for t in transcripts]
+    # an utterance with no ids (or nothing before it) has no perplexity
+    scored = [[(a, b) for a, b in spans if 0 < a < b] for _, spans in encoded]
+    values = span_log_perplexity(
+        defender.model,
+        [ids for ids, _ in encoded],
+        scored,
+        pad_token_id=defender.tokenizer.pad_token_id or 0,
+        batch_size=batch_size,
     )
-    out, start = [], 0
-    for count in shape:
-        out.append([float(v) if math.isfinite(v) else None for v in values[start : start + count]])
-        start += count
+    out = []
+    for (_, spans), kept, vals in zip(encoded, scored, values, strict=True):
+        by_span = dict(zip(kept, vals, strict=True))
+        row = [by_span.get(span) for span in spans]
+        out.append([v if v is not None and math.isfinite(v) else None for v in row])
     return out
 
 

@@ -431,3 +431,30 @@ def test_log_perplexity_edge_cases(tiny_lm) -> None:
         assert model.training
     finally:
         model.eval()
+
+
+def test_span_log_perplexity_scores_every_span_in_one_pass(tiny_lm) -> None:
+    from redteam_gym.metrics import span_log_perplexity
+
+    model, tokenizer = tiny_lm
+    pieces = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in CONTEXTS[:3]]
+    sequence = [i for piece in pieces for i in piece]
+    cuts = np.cumsum([0, *map(len, pieces)])
+    spans = [(int(cuts[1]), int(cuts[2])), (int(cuts[2]), int(cuts[3]))]
+    short = sequence[: cuts[2]]
+    got = span_log_perplexity(model, [sequence, short], [spans, spans[:1]], batch_size=2)
+    # each span alone, as an utterance after its context (same ids)
+    decode = tokenizer.decode
+    for (start, end), value in zip(spans, got[0], strict=True):
+        ids = torch.tensor([sequence[:end]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        nll = -torch.log_softmax(logits[start - 1 : end - 1], -1).gather(
+            -1, ids[0, start:end, None]
+        )
+        assert value == pytest.approx(float(nll.mean()), abs=1e-5), decode(sequence[start:end])
+    assert got[1][0] == pytest.approx(got[0][0], abs=1e-5)  # padding changes nothing
+    with pytest.raises(ValueError, match="span"):
+        span_log_perplexity(model, [sequence], [[(0, 2)]])
+    with pytest.raises(ValueError, match="spans"):
+        span_log_perplexity(model, [sequence], [])

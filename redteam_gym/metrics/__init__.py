@@ -34,7 +34,7 @@ from redteam_gym.metrics.diversity import (
     sentence_bleu,
     word_tokenize,
 )
-from redteam_gym.metrics.perplexity import log_perplexity
+from redteam_gym.metrics.perplexity import log_perplexity, span_log_perplexity
 from redteam_gym.metrics.risk import (
     QuantileCurve,
     cvar,
@@ -71,6 +71,7 @@ __all__ = [
     "self_bleu",
     "self_bleu_n",
     "sentence_bleu",
+    "span_log_perplexity",
     "split_scores",
     "success_mask",
     "tail_count",

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["log_perplexity"]
+__all__ = ["log_perplexity", "span_log_perplexity"]
 
 
 def _token_ids(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
@@ -54,8 +54,6 @@ def log_perplexity(
         raise ValueError(f"contexts has {len(contexts)} entries, utterances has {len(utterances)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    import torch  # deferred: the other metrics do not need torch
-
     context_ids = _token_ids(tokenizer, contexts, add_context_special_tokens)
     utterance_ids = _token_ids(tokenizer, utterances, False)
     bos = getattr(tokenizer, "bos_token_id", None)
@@ -67,41 +65,84 @@ def log_perplexity(
                 )
             context_ids[i] = [int(bos)]
 
-    result = np.full(len(utterances), np.nan, dtype=np.float64)
     todo = [i for i, ids in enumerate(utterance_ids) if ids]
-    # Similar lengths share a batch: less padding, same results.
-    todo.sort(key=lambda i: len(context_ids[i]) + len(utterance_ids[i]))
+    scores = span_log_perplexity(
+        model,
+        [context_ids[i] + utterance_ids[i] for i in todo],
+        [[(len(context_ids[i]), len(context_ids[i]) + len(utterance_ids[i]))] for i in todo],
+        pad_token_id=_pad_id(tokenizer),
+        batch_size=batch_size,
+    )
+    result = np.full(len(utterances), np.nan, dtype=np.float64)
+    for i, (score,) in zip(todo, scores, strict=True):
+        result[i] = score
+    return result
+
+
+def _pad_id(tokenizer: Any) -> int:
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if pad_id is None:
         pad_id = getattr(tokenizer, "eos_token_id", None) or 0
-    device = getattr(model, "device", None) or next(model.parameters()).device
+    return int(pad_id)
 
+
+def span_log_perplexity(
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    *,
+    pad_token_id: int = 0,
+    batch_size: int = 8,
+) -> list[list[float]]:
+    """Per sequence, per ``[start, end)`` span of its ids: the mean NLL (nats/token) of the
+    span's ids given every id before them, all spans of a sequence from one forward pass.
+
+    Scoring every adversary utterance of a conversation this way costs one pass over the
+    conversation instead of one pass per utterance over its growing context. Spans need
+    ``1 <= start < end <= len(sequence)``. Sequences are sorted by length and right-padded
+    in batches of ``batch_size``; causal attention keeps padding from changing any score.
+    """
+    if len(sequences) != len(spans):
+        raise ValueError(f"sequences has {len(sequences)} entries, spans has {len(spans)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for i, (seq, seq_spans) in enumerate(zip(sequences, spans, strict=True)):
+        for start, end in seq_spans:
+            if not 1 <= start < end <= len(seq):
+                raise ValueError(
+                    f"span ({start}, {end}) of sequence {i} (length {len(seq)}) must satisfy "
+                    "1 <= start < end <= length"
+                )
+    import torch  # deferred: the other metrics do not need torch
+
+    result: list[list[float]] = [[] for _ in sequences]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    device = getattr(model, "device", None) or next(model.parameters()).device
     was_training = bool(getattr(model, "training", False))
     if was_training:
         model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                seqs = [context_ids[i] + utterance_ids[i] for i in batch]
-                width = max(len(s) for s in seqs)
-                input_ids = torch.full((len(seqs), width), int(pad_id), dtype=torch.long)
-                attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-                for row, seq in enumerate(seqs):
-                    input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            for first in range(0, len(order), batch_size):
+                batch = order[first : first + batch_size]
+                width = max(len(sequences[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
+                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    seq = torch.as_tensor(list(sequences[i]), dtype=torch.long)
+                    input_ids[row, : len(seq)] = seq
                     attention_mask[row, : len(seq)] = 1
                 logits = model(
                     input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
                 ).logits
                 for row, i in enumerate(batch):
-                    ctx_len, utt_len = len(context_ids[i]), len(utterance_ids[i])
-                    # Logits at position p predict token p + 1: the utterance tokens at
-                    # [ctx_len, ctx_len + utt_len) are predicted from [ctx_len - 1, ...).
-                    pred = logits[row, ctx_len - 1 : ctx_len + utt_len - 1].float()
-                    targets = input_ids[row, ctx_len : ctx_len + utt_len].to(pred.device)
-                    logprobs = torch.log_softmax(pred, dim=-1)
-                    token_logprobs = logprobs.gather(-1, targets[:, None]).squeeze(-1)
-                    result[i] = float(-token_logprobs.mean())
+                    for start, end in spans[i]:
+                        # logits at position p predict the id at p + 1
+                        pred = logits[row, start - 1 : end - 1].float()
+                        targets = input_ids[row, start:end].to(pred.device)
+                        logprobs = torch.log_softmax(pred, dim=-1)
+                        nll = -logprobs.gather(-1, targets[:, None]).mean()
+                        result[i].append(float(nll))
     finally:
         if was_training:
             model.train()
