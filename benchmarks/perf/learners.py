@@ -1,0 +1,194 @@
+"""Seconds per update and peak memory of each learner on the embedded defaults.
+
+```
+python -m benchmarks.perf.learners [--algos ppo a2c ra-rlhf] [--turns 1 3] [--updates 3]
+    [--batch-size 8] [--max-new-tokens 24] [--defender-max-new-tokens 64]
+    [--torch-threads N] [--out benchmarks/results/perf-learners.md]
+```
+
+Each (learner, turns) pair trains for `--updates` updates in a fresh Python subprocess, so
+its peak resident memory (`ru_maxrss`) is its own: the actor, the frozen reference shared with
+the defender, the critic, AdamW states, the judge and the rollout. The first update is
+reported apart (it also builds the env and warms the allocator); the table gives the median of
+the others, split into rollout collection and the optimisation step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.perf import command_line, machine_info
+
+MODULE = "benchmarks.perf.learners"
+_RESULT = "RESULT "
+
+
+def _child(algo: str, turns: int, args: argparse.Namespace) -> dict[str, Any]:
+    from agents import LEARNERS
+
+    start = time.perf_counter()
+    cls = LEARNERS[algo]
+    config = cls.config_class(
+        max_turns=turns,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        defender_max_new_tokens=args.defender_max_new_tokens,
+        seed=0,
+    )
+    learner = cls(config)
+    built = time.perf_counter() - start
+    updates: list[dict[str, float]] = []
+    learner.total_updates = args.updates
+    for _ in range(args.updates):
+        t0 = time.perf_counter()
+        if learner.update_idx == 0:
+            _ = learner.env  # the env is built lazily: count it in the first update
+        rollout = learner.collect_rollout()
+        t1 = time.perf_counter()
+        learner.train(rollout)
+        learner.update_idx += 1
+        t2 = time.perf_counter()
+        updates.append(
+            {
+                "rollout_s": t1 - t0,
+                "train_s": t2 - t1,
+                "tokens": float(sum(len(s.tokens) for s in rollout.segments)),
+            }
+        )
+    return {
+        "build_s": built,
+        "updates": updates,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "trainable_params": sum(p.numel() for p in learner.policy.parameters() if p.requires_grad),
+    }
+
+
+def _run_child(algo: str, turns: int, argv: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", MODULE, *argv, "--child", algo, str(turns)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{algo} turns={turns} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith(_RESULT))
+    return json.loads(line[len(_RESULT) :])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}",
+        description="Seconds per update and peak memory of each learner, one subprocess each.",
+    )
+    p.add_argument("--algos", nargs="+", default=["ppo", "a2c"], help="(default: ppo a2c)")
+    p.add_argument("--turns", nargs="+", type=int, default=[1, 3], help="(default: 1 3)")
+    p.add_argument("--updates", type=int, default=3, help="updates per run (default 3)")
+    p.add_argument("--batch-size", type=int, default=8, help="dialogues per update (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=24, help="adversary tokens (default 24)")
+    p.add_argument("--defender-max-new-tokens", type=int, default=64, help="(default 64)")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/perf-learners.md"), help="report"
+    )
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.updates < 2:
+        p.error("--updates must be >= 2 (the first update is reported apart)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    if args.child:
+        algo, turns = args.child
+        print(_RESULT + json.dumps(_child(algo, int(turns), args)), flush=True)
+        return 0
+
+    raw = list(sys.argv[1:] if argv is None else argv)
+    command = command_line() if argv is None else " ".join(["python -m", MODULE, *raw])
+    info = machine_info()
+    rows = []
+    for algo in args.algos:
+        for turns in args.turns:
+            print(f"{algo}, {turns} turn(s) ...", flush=True)
+            result = _run_child(algo, turns, raw)
+            rows.append((algo, turns, result))
+            later = result["updates"][1:]
+            per = statistics.median(u["rollout_s"] + u["train_s"] for u in later)
+            print(f"    {per:.1f} s/update, peak {result['max_rss_mib']:.0f} MiB", flush=True)
+    info["load average (1/5/15 min) at end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    report = render_report(args, command, info, rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(report)
+    return 0
+
+
+def render_report(
+    args: argparse.Namespace,
+    command: str,
+    info: dict[str, str],
+    rows: list[tuple[str, int, dict[str, Any]]],
+) -> str:
+    lines = [
+        "# Learners: seconds per update and peak memory",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in info.items()),
+        "",
+        "## Settings",
+        "",
+        "- embedded defaults: SmolLM2-135M-Instruct adversary (bottom half frozen) and defender "
+        "(one shared frozen copy, also the KL reference), `profanity` judge, fp32 on CPU",
+        f"- batch {args.batch_size} dialogues, {args.max_new_tokens}-token utterances, "
+        f"defender replies up to {args.defender_max_new_tokens} tokens; every other setting is "
+        "the learner config's default (PPO and RA-RLHF: 4 epochs x 2 minibatches)",
+        f"- {args.updates} updates per run, each run in a fresh subprocess",
+        "",
+        "## Results",
+        "",
+        "| learner | turns | s/update (median of updates 2..) | rollout s | train s | first update s | adversary tokens/update | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for algo, turns, r in rows:
+        later = r["updates"][1:]
+        lines.append(
+            f"| {algo} | {turns} | "
+            f"{statistics.median(u['rollout_s'] + u['train_s'] for u in later):.1f} | "
+            f"{statistics.median(u['rollout_s'] for u in later):.1f} | "
+            f"{statistics.median(u['train_s'] for u in later):.1f} | "
+            f"{r['updates'][0]['rollout_s'] + r['updates'][0]['train_s']:.1f} | "
+            f"{statistics.median(u['tokens'] for u in later):.0f} | "
+            f"{r['max_rss_mib'] / 1024:.2f} GiB |"
+        )
+    lines += [
+        "",
+        "Peak RSS is the subprocess's `ru_maxrss`: Python, torch, the models and the rollout.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
