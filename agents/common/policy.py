@@ -8,7 +8,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from redteam_gym.models import Samples, SamplingConfig, encode_chat, left_pad, sample
+from redteam_gym.models import (
+    PrefixCache,
+    Samples,
+    SamplingConfig,
+    encode_chat,
+    left_pad,
+    sample,
+)
 from redteam_gym.models.chat_lm import eos_token_ids
 
 
@@ -96,8 +103,12 @@ class ActorCritic(nn.Module):
         prompts: Sequence[Sequence[int]],
         sampling: SamplingConfig,
         generator: torch.Generator | None,
+        prefix_cache: PrefixCache | None = None,
     ) -> Samples:
-        """Sample utterances with per-token logprobs and values, in one batched pass."""
+        """Sample utterances with per-token logprobs and values, in one batched pass.
+
+        `Samples.cache` holds the KV cache afterwards: passing it back as `prefix_cache` for
+        the same dialogues' next turn prefills only their new messages (see `sample`)."""
         was_training = self.training
         self.eval()
         try:
@@ -109,6 +120,8 @@ class ActorCritic(nn.Module):
                 pad_token_id=self.tokenizer.pad_token_id,
                 generator=generator,
                 value_head=self.value,
+                prefix_cache=prefix_cache,
+                keep_cache=True,
             )
         finally:
             self.train(was_training)

@@ -122,9 +122,11 @@ def collect_rollout(
     active = list(range(num))
     segments: list[Segment] = []
     transcripts: list[list[dict[str, str]]] = [parse_observation(o) for o in obs]
+    cache = None  # the actor's KV cache, carried from turn to turn
     for turn in range(envs.max_turns):
         prompts = [policy.encode(adversary_view(transcripts[i], system_prompt)) for i in active]
-        samples = policy.generate(prompts, sampling, generator)
+        samples = policy.generate(prompts, sampling, generator, prefix_cache=cache)
+        cache = samples.cache
         ref_out, _, _ = response_logprobs(
             ref_model,
             prompts,
