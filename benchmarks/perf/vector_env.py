@@ -78,6 +78,9 @@ class Counters:
     """Decoded rows x steps: what the batch computed, finished rows included."""
     prompt_tokens: int = 0
     prompt_slots: int = 0
+    prefilled_tokens: int = 0
+    """Prompt ids that actually went through a prefill pass (the rest came from the KV cache)."""
+    prefilled_slots: int = 0
     """Prefilled rows x longest prompt: left padding included."""
     per_repeat: list[float] = field(default_factory=list)
     per_repeat_tokens: list[int] = field(default_factory=list)
@@ -121,10 +124,13 @@ class Meter:
             out = forward(*args, **kwargs)
             if (c := self.active) is not None:
                 ids = kwargs.get("input_ids", args[0] if args else None)
-                bucket = (
-                    "decode_seconds" if ids is not None and ids.shape[1] == 1 else "prefill_seconds"
-                )
+                decode = ids is not None and ids.shape[1] == 1
+                bucket = "decode_seconds" if decode else "prefill_seconds"
                 setattr(c, bucket, getattr(c, bucket) + time.perf_counter() - start)
+                mask = kwargs.get("attention_mask")
+                if not decode and ids is not None and mask is not None:
+                    c.prefilled_tokens += int(mask[:, -ids.shape[1] :].sum())
+                    c.prefilled_slots += ids.numel()
             return out
 
         return timed
@@ -189,7 +195,9 @@ def decode_scaling(model: Any, batch: int, context: int, steps: int = 8) -> dict
             ids = torch.randint(0, vocab, (b, context), generator=gen)
             model(input_ids=ids, use_cache=True)  # warm-up
             start = time.perf_counter()
-            res = model(input_ids=ids, use_cache=True)
+            res = model(
+                input_ids=ids, use_cache=True, past_key_values=generation.new_kv_cache(model)
+            )
             out[f"prefill_b{b}"] = time.perf_counter() - start
             cache = res.past_key_values
             token = ids[:, -1:]
@@ -203,7 +211,7 @@ def decode_scaling(model: Any, batch: int, context: int, steps: int = 8) -> dict
                 cache = res.past_key_values
             out[f"decode_b{b}"] = (time.perf_counter() - start) / steps
             # the sampler's per-step work on the logits, as in `redteam_gym.models.sample`
-            logits = torch.randn(b, vocab, generator=gen) * 3
+            logits = res.logits[:, -1, :].float()
             start = time.perf_counter()
             for _ in range(steps):
                 filtered = generation.filter_logits(logits / 0.7, 0, 0.9)
@@ -459,9 +467,11 @@ def render_report(
         "generation loop); the rest of the sampler is softmax, `torch.multinomial`, cache and "
         "mask bookkeeping.",
         "",
-        f"Prompt tokens prefilled: native {n.prompt_tokens} in {n.prompt_slots} padded slots "
-        f"({n.prompt_tokens / max(n.prompt_slots, 1):.0%} used), sync {s.prompt_tokens}. "
-        f"Defender calls: native {n.sample_calls}, sync {s.sample_calls}.",
+        f"Prompt tokens: native {n.prompt_tokens}, sync {s.prompt_tokens}; of these, prefilled "
+        f"(the rest came from the KV cache kept between turns): native {n.prefilled_tokens} in "
+        f"{n.prefilled_slots} padded slots ({n.prefilled_tokens / max(n.prefilled_slots, 1):.0%} "
+        f"used), sync {s.prefilled_tokens}. Defender calls: native {n.sample_calls}, sync "
+        f"{s.sample_calls}.",
     ]
     if scaling is not None:
         context, t = scaling
@@ -486,8 +496,9 @@ def render_report(
             f"{b * (t['decode_b1'] + t['sampler_b1']) / (t[f'decode_b{b}'] + t[f'sampler_b{b}']):.2f} |",
             "",
             "The last column is the most batching can gain per generated token with no padding "
-            "waste. The sampler's full-vocabulary sort is per row, so it gains nothing from "
-            "batching and caps the decode + sampler ratio.",
+            "waste. The sampler step filters the logits of the last decode step (the model's "
+            "output on the random context); its per-row work (top-k candidates, softmax, "
+            "multinomial over the vocabulary) gains little from batching.",
         ]
     if profile is not None:
         lines += [

@@ -91,14 +91,17 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     top, order = torch.topk(logits, k, dim=-1)
     probs = (top - logits.logsumexp(-1, keepdim=True)).exp()
     before = probs.cumsum(-1) - probs
-    if k < width and not bool((before[..., -1] + probs[..., -1] >= top_p).all()):
-        # some row's nucleus is wider than the candidates: rank its whole vocabulary
-        top, order = torch.sort(logits, descending=True, dim=-1)
-        probs = top.softmax(-1)
-        before = probs.cumsum(-1) - probs
-    keep = before < top_p
     filtered = torch.full_like(logits, float("-inf"))
-    return filtered.scatter(-1, order, top.masked_fill(~keep, float("-inf")))
+    filtered.scatter_(-1, order, top.masked_fill(before >= top_p, float("-inf")))
+    wide = before[..., -1] + probs[..., -1] < top_p
+    if k < width and bool(wide.any()):
+        # these rows' nuclei are wider than the candidates: rank their whole vocabulary
+        rows = logits[wide]
+        ranked, rank_order = torch.sort(rows, descending=True, dim=-1)
+        probs = ranked.softmax(-1)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        filtered[wide] = rows.masked_fill(drop.scatter(-1, rank_order, drop), float("-inf"))
+    return filtered
 
 
 class BufferedLayer(DynamicLayer):
