@@ -129,9 +129,9 @@ def span_log_perplexity(
                 input_ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
                 attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
-                    seq = torch.as_tensor(list(sequences[i]), dtype=torch.long)
-                    input_ids[row, : len(seq)] = seq
-                    attention_mask[row, : len(seq)] = 1
+                    row_ids = torch.as_tensor(list(sequences[i]), dtype=torch.long)
+                    input_ids[row, : len(row_ids)] = row_ids
+                    attention_mask[row, : len(row_ids)] = 1
                 logits = model(
                     input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
                 ).logits

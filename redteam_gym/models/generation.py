@@ -120,17 +120,22 @@ class BufferedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         length = self.get_seq_length()
         end = length + key_states.shape[-2]
+        cached_keys, cached_values = self.keys, self.values
         buffers: tuple[torch.Tensor, torch.Tensor] | None = getattr(self, "_buffers", None)
-        stale = buffers is None or (length > 0 and self.keys.data_ptr() != buffers[0].data_ptr())
+        stale = buffers is None or (
+            length > 0
+            and cached_keys is not None
+            and cached_keys.data_ptr() != buffers[0].data_ptr()
+        )
         if stale or buffers is None or end > buffers[0].shape[-2]:
             capacity = end + max(128, end // 2)
             keys = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
             values = value_states.new_empty(
                 (*value_states.shape[:-2], capacity, value_states.shape[-1])
             )
-            if length:
-                keys[..., :length, :] = self.keys
-                values[..., :length, :] = self.values
+            if length and cached_keys is not None and cached_values is not None:
+                keys[..., :length, :] = cached_keys
+                values[..., :length, :] = cached_values
             buffers = self._buffers = (keys, values)
         keys, values = buffers
         keys[..., length:end, :] = key_states
