@@ -146,3 +146,31 @@ def test_buffered_cache_matches_the_stock_dynamic_cache(tiny):
             logits.append(torch.stack(steps))
         assert caches[1].get_seq_length() == caches[0].get_seq_length() == 200
     torch.testing.assert_close(logits[0], logits[1])
+
+
+def test_a_sliding_window_cache_is_never_reused():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from redteam_gym.models.generation import _reusable
+
+    config = MistralConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=8,
+    )
+    model = MistralForCausalLM(config).eval()
+    prompt = list(range(1, 11))
+    first = sample(
+        model,
+        [prompt],
+        SamplingConfig(max_new_tokens=4),
+        eos_token_ids=[0],
+        pad_token_id=0,
+        keep_cache=True,
+    )
+    assert first.cache is not None
+    assert _reusable(first.cache, [prompt + first.tokens[0] + [5, 6]]) is None

@@ -184,6 +184,9 @@ def _reusable(cache: PrefixCache | None, prompts: Sequence[Sequence[int]]) -> li
     """Per row, how many leading prompt ids the cache already holds; None to start afresh."""
     if cache is None or len(cache.tokens) != len(prompts):
         return None
+    layers = getattr(cache.past_key_values, "layers", None)
+    if not layers or any(getattr(layer, "is_sliding", False) for layer in layers):
+        return None  # a sliding window has dropped columns the bookkeeping counts on
     # at least the last prompt id is fed again: its forward pass gives the first logits
     shared = [
         min(_common_prefix(c, p), len(p) - 1) for c, p in zip(cache.tokens, prompts, strict=True)
