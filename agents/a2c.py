@@ -9,7 +9,7 @@ import torch
 from agents.common.advantages import discounted_returns, masked_mean
 from agents.common.base import OnPolicyLearner, adamw
 from agents.common.config import A2CConfig
-from agents.common.rollout import Rollout, pack, turn_end_scores
+from agents.common.rollout import Rollout, pack
 from agents.common.training import (
     RunningMeanStd,
     autocast,
@@ -45,7 +45,7 @@ class A2C(OnPolicyLearner):
         groups = list(range(rollout.num_dialogues))
         segments = rollout.segments_of(groups)
         # 1. Monte-Carlo returns of the env rewards (the KL is in the actor loss, not the return)
-        scores = turn_end_scores(segments, groups).to(self.device)
+        scores = self.scores(rollout, segments, groups)
         _, mask = pack(segments, [s.logprobs for s in segments], groups)
         mask = mask.to(self.device)
         returns = discounted_returns(scores, mask, c.gamma)

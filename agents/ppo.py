@@ -9,7 +9,7 @@ from agents.common.advantages import compute_gae, masked_mean, masked_whiten
 from agents.common.base import OnPolicyLearner
 from agents.common.config import PPOConfig
 from agents.common.kl import kl_penalty
-from agents.common.rollout import Rollout, pack, turn_end_scores
+from agents.common.rollout import Rollout, pack
 from agents.common.training import autocast, clip_and_step, evaluate_segments
 
 
@@ -55,7 +55,7 @@ class PPO(OnPolicyLearner):
         old_logprobs, ref_logprobs, old_values, mask = (
             t.to(dev) for t in (old_logprobs, ref_logprobs, old_values, mask)
         )
-        scores = turn_end_scores(segments, groups).to(dev)
+        scores = self.scores(rollout, segments, groups)
         # 2. per-token reward: the judge's score at turn ends, the KL penalty everywhere
         kl = kl_penalty(old_logprobs, ref_logprobs, c.kl.estimator).masked_fill(~mask, 0.0)
         non_score_reward = -self.kl_ctl.value * kl

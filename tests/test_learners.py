@@ -11,6 +11,7 @@ import torch
 
 from agents import A2C, PPO, RARLHF, A2CConfig, PPOConfig, RARLHFConfig, load_adversary
 from agents.cli import field_docs
+from agents.common.rollout import Rollout, Segment
 
 LEARNERS = [(A2C, A2CConfig), (PPO, PPOConfig), (RARLHF, RARLHFConfig)]
 
@@ -75,7 +76,7 @@ def test_ra_rlhf_trains_on_the_lowest_returns(tiny_lm_dir):
 
 
 def test_resume_equals_uninterrupted_run(tiny_lm_dir, tmp_path):
-    config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1)
+    config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1, normalize_scores=True)
     straight = PPO(config).learn(2, progress=False)
     first = PPO(config)
     first.total_updates = 2
@@ -88,12 +89,44 @@ def test_resume_equals_uninterrupted_run(tiny_lm_dir, tmp_path):
     ):
         assert torch.equal(a, b), name
     assert straight.kl_ctl.value == resumed.kl_ctl.value
+    assert straight.score_stats.state_dict() == resumed.score_stats.state_dict()
     assert [h["objective/scores"] for h in straight.history] == [
         h["objective/scores"] for h in resumed.history
     ]
     assert (tmp_path / "run" / "tb").is_dir()
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [m["update"] for m in logged] == [1, 2]
+
+
+def test_normalized_scores_standardise_turn_ends_with_running_stats(tiny_lm_dir):
+    learner = PPO(tiny_config(PPOConfig, tiny_lm_dir, normalize_scores=True))
+
+    def segment(dialogue, turn, n_tokens, reward):
+        zeros = torch.zeros(n_tokens)
+        return Segment(dialogue, turn, [1], [5] * n_tokens, zeros, zeros, zeros, reward, 0.0, 0.0)
+
+    rewards = [0.1, 0.3, 0.5, 0.9]
+    rollout = Rollout(
+        [
+            segment(0, 0, 2, 0.1),
+            segment(1, 0, 3, 0.3),
+            segment(0, 1, 1, 0.5),
+            segment(1, 1, 2, 0.9),
+        ],
+        num_dialogues=2,
+    )
+    groups = [0, 1]
+    scores = learner.scores(rollout, rollout.segments_of(groups), groups)
+    # the first rollout's statistics are (almost) its own: RunningMeanStd starts at count 1e-4
+    mean, std = torch.tensor(rewards).mean(), torch.tensor(rewards).std(unbiased=False)
+    z = [(r - mean) / std for r in rewards]
+    expected = torch.tensor([[0, z[0], z[2], 0, 0], [0, 0, z[1], 0, z[3]]], dtype=torch.float32)
+    torch.testing.assert_close(scores, expected, atol=1e-3, rtol=0)
+    # off: the raw judge scores, and no statistics kept
+    learner.config.normalize_scores = False
+    raw = learner.scores(rollout, rollout.segments_of(groups), groups)
+    assert raw[0].tolist() == pytest.approx([0, 0.1, 0.5, 0, 0])
+    assert raw[1].tolist() == pytest.approx([0, 0, 0.3, 0, 0.9])
 
 
 def test_checkpoint_is_an_adversary(tiny_lm_dir, tmp_path):

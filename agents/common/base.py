@@ -23,7 +23,8 @@ from agents.common.config import LearnerConfig
 from agents.common.kl import AdaptiveKLController, FixedKLController, KLController
 from agents.common.logger import Logger
 from agents.common.policy import ActorCritic
-from agents.common.rollout import Rollout, collect_rollout
+from agents.common.rollout import Rollout, Segment, collect_rollout, turn_end_scores
+from agents.common.training import RunningMeanStd
 from redteam_gym.envs.core import (
     ADVERSARY_SYSTEM_PROMPT,
     EMPTY_UTTERANCE,
@@ -94,6 +95,7 @@ class OnPolicyLearner:
         )
         self.system_prompt = config.adversary_system_prompt or ADVERSARY_SYSTEM_PROMPT
         self.optimizers = self._build_optimizers()
+        self.score_stats = RunningMeanStd()
         self.update_idx = 0
         self.total_updates = 0
         self.history: list[dict[str, float]] = []
@@ -107,6 +109,18 @@ class OnPolicyLearner:
     def train(self, rollout: Rollout) -> dict[str, float]:
         """One update from one rollout; returns the metrics to log."""
         raise NotImplementedError
+
+    def scores(self, rollout: Rollout, segments: list[Segment], groups: list[int]) -> torch.Tensor:
+        """`[B, L]` judge scores on each utterance's last token, standardised with the running
+        statistics of every rollout so far when `normalize_scores` is on (the statistics take
+        in all of this rollout's scores, whichever trajectories the update keeps)."""
+        raw = turn_end_scores(segments, groups).to(self.device)
+        if not self.config.normalize_scores:
+            return raw
+        self.score_stats.update(torch.tensor([s.reward for s in rollout.segments]))
+        ends = turn_end_scores(segments, groups, fill=1.0).to(self.device) > 0
+        standardised = (raw - self.score_stats.mean) / self.score_stats.std
+        return torch.where(ends, standardised, torch.zeros_like(raw))
 
     # ----- the loop ----------------------------------------------------------------------------
 
@@ -252,6 +266,7 @@ class OnPolicyLearner:
             "total_updates": self.total_updates,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "kl_ctl": self.kl_ctl.state_dict(),
+            "score_stats": self.score_stats.state_dict(),
             "history": self.history,
             "act_generator": self._act_generator.get_state(),
             "rng": {
@@ -320,6 +335,8 @@ class OnPolicyLearner:
         for k, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][k])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
+        if "score_stats" in state:  # checkpoints from before score normalisation lack it
+            self.score_stats.load_state_dict(state["score_stats"])
         self.history = state["history"]
         self._act_generator.set_state(state["act_generator"])
         torch.set_rng_state(state["rng"]["torch"])

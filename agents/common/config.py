@@ -68,6 +68,10 @@ class LearnerConfig:
     """Gradient-norm clip."""
     gamma: float = 1.0
     """Discount across the adversary's tokens (and turns)."""
+    normalize_scores: bool = False
+    """Standardise the judge's scores with running statistics before the KL term is added
+    (Ziegler et al. 2019 normalise the reward to mean 0, variance 1). Off keeps the seed paper's
+    raw -log(1 - p); on lets a sparse judge's signal outweigh the per-token KL penalty."""
     kl: KLConfig = field(default_factory=KLConfig)
     """KL penalty settings."""
     # --- bookkeeping ---

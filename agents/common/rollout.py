@@ -93,12 +93,14 @@ def pack(segments: Sequence[Segment], rows: Sequence[torch.Tensor], groups: Sequ
     return out, mask
 
 
-def turn_end_scores(segments: Sequence[Segment], groups: Sequence[int]) -> torch.Tensor:
-    """`[B, L]` with each turn's env reward on the last token of its utterance."""
+def turn_end_scores(
+    segments: Sequence[Segment], groups: Sequence[int], fill: float | None = None
+) -> torch.Tensor:
+    """`[B, L]` with each turn's env reward (or `fill`) on the last token of its utterance."""
     rows = []
     for s in segments:
         row = torch.zeros(len(s.tokens))
-        row[-1] = s.reward
+        row[-1] = s.reward if fill is None else fill
         rows.append(row)
     return pack(segments, rows, groups)[0]
 
