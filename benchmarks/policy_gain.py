@@ -6,8 +6,8 @@ Both adversaries play the same held-out (eval-split) openers, in the same order 
 same seeds, against the run's own defender, judge, turns and defender reply length. The
 initial policy is the run's configuration before any update (its adversary model, untrained).
 The table gives each policy's mean episode return (the judge reward -log(1 - p_unsafe) summed
-over turns, no KL term) with a 95% interval, its ASR and mean defender P(unsafe), and Welch's
-t for the gain. Each side's conversations are kept in `initial/` and `trained/` (resumable).
+over turns, no KL term) with a 95% interval, its ASR and mean defender P(unsafe), and the
+gain's Welch t and paired t (conversation i has the same opener on both sides). Each side's conversations are kept in `initial/` and `trained/` (resumable).
 """
 
 from __future__ import annotations
@@ -43,14 +43,24 @@ def run_suite(config: Any, rollouts: int, seed: int) -> Suite:
     )
 
 
-def returns_of(eval_dir: Path) -> np.ndarray:
+def returns_of(eval_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """Episode returns and openers of an eval DIR's conversations, in rollout order."""
     lines = (eval_dir / "rollouts.jsonl").read_text().splitlines()
-    return np.asarray([json.loads(line)["return"] for line in lines if line.strip()])
+    rows = sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["rollout"])
+    return np.asarray([r["return"] for r in rows]), [r["opener"] for r in rows]
 
 
 def welch_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's t of mean(b) - mean(a), two independent samples."""
     se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     return float((b.mean() - a.mean()) / se) if se > 0 else math.nan
+
+
+def paired_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Paired t of b - a, conversation by conversation (same opener and seed on both sides)."""
+    d = b - a
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean() / se) if se > 0 else math.nan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             report=False,
         )
-    before, after = returns_of(args.out / "initial"), returns_of(args.out / "trained")
+    (before, openers), (after, openers_after) = (
+        returns_of(args.out / "initial"),
+        returns_of(args.out / "trained"),
+    )
+    paired = openers == openers_after
     result = {
         "run": str(args.run),
         "algo": type(trained).__name__,
@@ -103,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         "gain": float(after.mean() - before.mean()),
         "relative_gain": float(after.mean() / before.mean() - 1) if before.mean() else math.nan,
         "welch_t": welch_t(before, after),
+        # conversation i opens with the same opener on both sides, so opener difficulty cancels
+        "paired_t": paired_t(before, after) if paired else math.nan,
     }
     lines = [
         f"{result['algo']} after {result['updates']} updates, {args.rollouts} held-out "
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         f"Gain {result['gain']:+.4f} ({result['relative_gain']:+.0%}), Welch t = "
-        f"{result['welch_t']:.2f}.",
+        f"{result['welch_t']:.2f}, paired t (same openers) = {result['paired_t']:.2f}.",
     ]
     (args.out / "gain.md").write_text("\n".join(lines) + "\n")
     (args.out / "gain.json").write_text(json.dumps(result, indent=2) + "\n")

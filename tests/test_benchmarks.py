@@ -429,6 +429,17 @@ def test_demo_and_checkpoint_eval(
         for side in ("initial", "trained"):
             assert len((gain / side / "rollouts.jsonl").read_text().splitlines()) == 2
         assert "Welch t" in (gain / "gain.md").read_text()
+        assert "paired_t" in result
+
+
+def test_gain_statistics_by_hand() -> None:
+    from benchmarks.policy_gain import paired_t, welch_t
+
+    a, b = np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 5.0])
+    # means 1 and 3, variances 1 and 4: se = sqrt(1/3 + 4/3)
+    assert welch_t(a, b) == pytest.approx(2 / np.sqrt(5 / 3))
+    # differences 1, 2, 3: mean 2, sd 1
+    assert paired_t(a, b) == pytest.approx(2 / (1 / np.sqrt(3)))
 
 
 def test_conversation_ids_mark_every_utterance(tiny_lm_dir: Path) -> None:
