@@ -51,6 +51,13 @@ def test_one_update_changes_trainable_parameters_only(tiny_lm_dir, learner_cls, 
         assert key in stats
 
 
+def test_critic_starts_at_zero_value():
+    from agents.common.policy import Critic
+
+    critic = Critic(input_size=8, hidden_size=16)
+    assert torch.equal(critic(torch.randn(3, 5, 8)), torch.zeros(3, 5))
+
+
 def test_a2c_uses_separate_actor_and_critic_optimizers(tiny_lm_dir):
     learner = A2C(tiny_config(A2CConfig, tiny_lm_dir))
     actor_params = {id(p) for g in learner.optimizers["actor"].param_groups for p in g["params"]}

@@ -47,7 +47,12 @@ def freeze_bottom(model: PreTrainedModel, fraction: float) -> int:
 
 
 class Critic(nn.Module):
-    """Two hidden ReLU layers on the actor's final hidden state, one value per position."""
+    """Two hidden ReLU layers on the actor's final hidden state, one value per position.
+
+    The output layer starts at zero, so the first updates' advantages are the returns
+    themselves rather than the noise of a randomly initialised value function (whose outputs
+    would otherwise dwarf a judge score of a few hundredths).
+    """
 
     def __init__(self, input_size: int, hidden_size: int = 2048) -> None:
         super().__init__()
@@ -58,6 +63,8 @@ class Critic(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden_size, 1),
         )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         dtype = next(self.net.parameters()).dtype
