@@ -56,15 +56,15 @@ class Critic(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int = 2048) -> None:
         super().__init__()
-        self.net = nn.Sequential(
+        # built in order (the seed's random draws stay those of the recorded runs), then zeroed
+        first, second, head = (
             nn.Linear(input_size, hidden_size),
-            nn.ReLU(),
             nn.Linear(hidden_size, hidden_size),
-            nn.ReLU(),
             nn.Linear(hidden_size, 1),
         )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        self.net = nn.Sequential(first, nn.ReLU(), second, nn.ReLU(), head)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         dtype = next(self.net.parameters()).dtype
