@@ -7,7 +7,8 @@ same seeds, against the run's own defender, judge, turns and defender reply leng
 initial policy is the run's configuration before any update (its adversary model, untrained).
 The table gives each policy's mean episode return (the judge reward -log(1 - p_unsafe) summed
 over turns, no KL term) with a 95% interval, its ASR and mean defender P(unsafe), and the
-gain's Welch t and paired t (conversation i has the same opener on both sides). Each side's conversations are kept in `initial/` and `trained/` (resumable).
+gain's Welch t and paired t (conversation i has the same opener on both sides). Each side's
+conversations are kept in `initial/` and `trained/` (resumable).
 """
 
 from __future__ import annotations

@@ -129,9 +129,11 @@ def test_normalized_scores_standardise_turn_ends_with_running_stats(tiny_lm_dir)
     z = [(r - mean) / std for r in rewards]
     expected = torch.tensor([[0, z[0], z[2], 0, 0], [0, 0, z[1], 0, z[3]]], dtype=torch.float32)
     torch.testing.assert_close(scores, expected, atol=1e-3, rtol=0)
-    # off: the raw judge scores, and no statistics kept
+    # off: the raw judge scores, and the statistics stay as they were
     learner.config.normalize_scores = False
+    stats = learner.score_stats.state_dict()
     raw = learner.scores(rollout, rollout.segments_of(groups), groups)
+    assert learner.score_stats.state_dict() == stats
     assert raw[0].tolist() == pytest.approx([0, 0.1, 0.5, 0, 0])
     assert raw[1].tolist() == pytest.approx([0, 0, 0.3, 0, 0.9])
 

@@ -114,13 +114,12 @@ class OnPolicyLearner:
         """`[B, L]` judge scores on each utterance's last token, standardised with the running
         statistics of every rollout so far when `normalize_scores` is on (the statistics take
         in all of this rollout's scores, whichever trajectories the update keeps)."""
-        raw = turn_end_scores(segments, groups).to(self.device)
         if not self.config.normalize_scores:
-            return raw
-        self.score_stats.update(torch.tensor([s.reward for s in rollout.segments]))
-        ends = turn_end_scores(segments, groups, fill=1.0).to(self.device) > 0
-        standardised = (raw - self.score_stats.mean) / self.score_stats.std
-        return torch.where(ends, standardised, torch.zeros_like(raw))
+            return turn_end_scores(segments, groups).to(self.device)
+        stats = self.score_stats
+        stats.update(torch.tensor([s.reward for s in rollout.segments]))
+        standardised = [(s.reward - stats.mean) / stats.std for s in segments]
+        return turn_end_scores(segments, groups, standardised).to(self.device)
 
     # ----- the loop ----------------------------------------------------------------------------
 

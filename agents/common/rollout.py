@@ -94,13 +94,14 @@ def pack(segments: Sequence[Segment], rows: Sequence[torch.Tensor], groups: Sequ
 
 
 def turn_end_scores(
-    segments: Sequence[Segment], groups: Sequence[int], fill: float | None = None
+    segments: Sequence[Segment], groups: Sequence[int], scores: Sequence[float] | None = None
 ) -> torch.Tensor:
-    """`[B, L]` with each turn's env reward (or `fill`) on the last token of its utterance."""
+    """`[B, L]` with each turn's env reward (or its entry of `scores`, one per segment) on the
+    last token of its utterance."""
     rows = []
-    for s in segments:
+    for i, s in enumerate(segments):
         row = torch.zeros(len(s.tokens))
-        row[-1] = s.reward if fill is None else fill
+        row[-1] = s.reward if scores is None else scores[i]
         rows.append(row)
     return pack(segments, rows, groups)[0]
 
