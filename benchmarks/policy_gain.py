@@ -38,7 +38,9 @@ def run_suite(config: Any, rollouts: int, seed: int) -> Suite:
         judge=config.judge,
         defender=config.defender,
         defender_sampling=Sampling(
-            max_new_tokens=config.defender_max_new_tokens, temperature=0.7, top_p=0.9
+            max_new_tokens=config.defender_max_new_tokens,
+            temperature=config.defender_temperature,
+            top_p=config.defender_top_p,
         ),
         seed=seed,
     )

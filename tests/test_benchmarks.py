@@ -469,3 +469,62 @@ def test_conversation_ids_mark_every_utterance(tiny_lm_dir: Path) -> None:
     before = tokenizer.decode(ids[: spans[1][0]])
     assert before.startswith("<|im_start|>system\nBe nice.")
     assert before.endswith("It can be cosy.<|im_end|>\n<|im_start|>user\n")
+
+
+def test_reward_noise_components_by_hand() -> None:
+    from benchmarks.reward_noise import decompose
+
+    # 2 openers x 2 utterances x 2 replies. Cell means 1, 3 | 5, 7; reply spread +-1 in
+    # every cell (variance 2 with ddof=1); opener means 2 and 6.
+    rewards = np.array([[[0, 2], [2, 4]], [[4, 6], [6, 8]]], dtype=float)
+    out = decompose(rewards)
+    assert out["var_reply"] == pytest.approx(2.0)
+    # cell means within an opener differ by 2: variance 2, minus 2 / 2 replies
+    assert out["var_utterance"] == pytest.approx(1.0)
+    # opener means 2 and 6: variance 8, minus the cell variance 2 / 2 utterances
+    assert out["var_opener"] == pytest.approx(7.0)
+    assert out["share_utterance"] == pytest.approx(0.1)
+    assert out["snr"] == pytest.approx(np.sqrt(0.1))
+    assert out["dialogues_for_snr_1"] == pytest.approx(10.0)
+    assert out["mean"] == pytest.approx(4.0)
+    # the utterance does not matter when replies alone differ: its component clips at zero
+    noise = np.array([[[0, 2], [2, 0]], [[0, 2], [2, 0]]], dtype=float)
+    flat = decompose(noise)
+    assert flat["var_utterance"] == 0.0 and flat["dialogues_for_snr_1"] == float("inf")
+    with pytest.raises(ValueError, match="at least 2 of each"):
+        decompose(np.zeros((2, 1, 2)))
+
+
+def test_reward_noise_on_a_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from agents import PPO, PPOConfig
+    from benchmarks.reward_noise import main
+
+    config = PPOConfig(
+        batch_size=2,
+        max_turns=1,
+        adversary_model=str(tiny_lm_dir),
+        defender=str(tiny_lm_dir),
+        max_new_tokens=4,
+        defender_max_new_tokens=4,
+        critic_hidden_size=16,
+    )
+    run = tmp_path / "run"
+    PPO(config).save(run)
+    out = tmp_path / "noise"
+    argv = [str(run), "--initial", "--out", str(out), "--openers", "3", "--batch-size", "2"]
+    assert main([*argv, "--utterances", "2", "--replies", "3", "--no-progress"]) == 0
+    result = json.loads((out / "reward_noise.json").read_text())
+    assert result["adversary"] == "PPO (initial)" and result["replies"] == 3
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * 2 and all(len(s["replies"]) == 3 for s in samples)
+    parts = result["components"]
+    total = parts["var_opener"] + parts["var_utterance"] + parts["var_reply"]
+    assert parts["total_var"] == pytest.approx(total)
+    assert "| defender reply sampling (given both) |" in (out / "reward_noise.md").read_text()
+    # a greedy defender gives every copy of an utterance the same reply: no reply noise
+    greedy = tmp_path / "greedy"
+    argv = [str(run), "--initial", "--out", str(greedy), "--openers", "2", "--utterances", "2"]
+    assert main([*argv, "--replies", "2", "--defender-temperature", "0", "--no-progress"]) == 0
+    result = json.loads((greedy / "reward_noise.json").read_text())
+    assert result["defender_temperature"] == 0
+    assert result["components"]["var_reply"] == 0.0

@@ -156,6 +156,16 @@ def test_config_validation():
         PPOConfig(batch_size=2, num_minibatches=4)
     with pytest.raises(ValueError, match="risk_alpha"):
         RARLHFConfig(risk_alpha=0.0)
+    with pytest.raises(ValueError, match="defender_temperature"):
+        PPOConfig(defender_temperature=-0.1)
+    with pytest.raises(ValueError, match="defender_top_p"):
+        A2CConfig(defender_top_p=0.0)
+
+
+def test_defender_decoding_reaches_the_env(tiny_lm_dir):
+    learner = PPO(tiny_config(PPOConfig, tiny_lm_dir, defender_temperature=0.0))
+    sampling = learner.env.engine.defender.sampling
+    assert sampling.temperature == 0.0 and sampling.top_p == 0.9
 
 
 def test_every_config_field_is_documented():

@@ -152,6 +152,8 @@ class OnPolicyLearner:
             prompts=c.prompts,
             split="train",
             defender_max_new_tokens=c.defender_max_new_tokens,
+            defender_temperature=c.defender_temperature,
+            defender_top_p=c.defender_top_p,
             device=str(self.device),
             dtype=self.dtype,
         )

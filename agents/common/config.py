@@ -42,6 +42,11 @@ class LearnerConfig:
     """Conversation openers: 'builtin', a ConvoKit corpus name or directory."""
     defender_max_new_tokens: int = 64
     """Longest defender reply in tokens."""
+    defender_temperature: float = 0.7
+    """Defender sampling temperature (the env default); 0 decodes greedily, so the reward
+    depends on the conversation alone, not on the defender's sampling."""
+    defender_top_p: float = 0.9
+    """Defender nucleus sampling mass (the env default)."""
     # --- the adversary ---
     adversary_model: str = SMOLLM2
     """Initial adversary LM (also the KL reference); a model name, HF id or local path."""
@@ -101,6 +106,8 @@ class LearnerConfig:
             "actor_lr": self.actor_lr >= 0,
             "critic_lr": self.critic_lr >= 0,
             "temperature": self.temperature > 0,
+            "defender_temperature": self.defender_temperature >= 0,
+            "defender_top_p": 0.0 < self.defender_top_p <= 1.0,
             "gamma": 0.0 <= self.gamma <= 1.0,
         }
         for name, ok in checks.items():
