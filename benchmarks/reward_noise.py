@@ -38,11 +38,34 @@ from typing import Any
 import numpy as np
 
 
-def decompose(rewards: np.ndarray) -> dict[str, float]:
+def _components(rewards: np.ndarray) -> tuple[float, float, float]:
+    """Unbiased (possibly negative) ANOVA estimates of the opener, utterance, reply variances."""
+    _, n_utt, n_rep = rewards.shape
+    reply_var = rewards.var(axis=2, ddof=1).mean()  # E = s_r^2
+    cells = rewards.mean(axis=2)
+    cell_var = cells.var(axis=1, ddof=1).mean()  # E = s_u^2 + s_r^2 / R
+    opener_var = cells.mean(axis=1).var(ddof=1)  # E = s_o^2 + s_u^2 / U + s_r^2 / (U R)
+    return (
+        float(opener_var - cell_var / n_utt),
+        float(cell_var - reply_var / n_rep),
+        float(reply_var),
+    )
+
+
+def _utterance_share(rewards: np.ndarray) -> float:
+    parts = [max(0.0, v) for v in _components(rewards)]
+    total = sum(parts)
+    return parts[1] / total if total > 0 else math.nan
+
+
+def decompose(rewards: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Variance components of a balanced `[openers, utterances, replies]` reward array.
 
-    Needs at least 2 of each. Returns the three components, their shares of the total and
-    the signal-to-noise figures described in the module docstring.
+    Needs at least 2 of each. Returns the three components (clipped at zero; the utterance
+    one also unclipped, `var_utterance_raw`), their shares of the total, the signal-to-noise
+    figures described in the module docstring (`dialogues_for_snr_1` is None when the
+    utterance component is zero) and a 95% percentile-bootstrap interval of the utterance
+    share from `bootstrap` resamples of the openers.
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     if rewards.ndim != 3 or min(rewards.shape) < 2:
@@ -50,24 +73,25 @@ def decompose(rewards: np.ndarray) -> dict[str, float]:
             f"rewards must be [openers, utterances, replies] with at least 2 of each, "
             f"got shape {rewards.shape}"
         )
-    _, n_utt, n_rep = rewards.shape
-    reply_var = rewards.var(axis=2, ddof=1).mean()  # E = s_r^2
-    cells = rewards.mean(axis=2)
-    cell_var = cells.var(axis=1, ddof=1).mean()  # E = s_u^2 + s_r^2 / R
-    opener_var = cells.mean(axis=1).var(ddof=1)  # E = s_o^2 + s_u^2 / U + s_r^2 / (U R)
-    components = {
-        "opener": max(0.0, opener_var - cell_var / n_utt),
-        "utterance": max(0.0, cell_var - reply_var / n_rep),
-        "reply": float(reply_var),
-    }
+    raw = _components(rewards)
+    names = ("opener", "utterance", "reply")
+    components = {name: max(0.0, value) for name, value in zip(names, raw, strict=True)}
     total = sum(components.values())
-    out: dict[str, float] = {"mean": float(rewards.mean()), "total_var": float(total)}
+    out: dict[str, Any] = {"mean": float(rewards.mean()), "total_var": float(total)}
     for name, value in components.items():
         out[f"var_{name}"] = float(value)
         out[f"share_{name}"] = float(value / total) if total > 0 else math.nan
+    out["var_utterance_raw"] = raw[1]
     utterance = components["utterance"]
     out["snr"] = math.sqrt(utterance / total) if total > 0 else math.nan
-    out["dialogues_for_snr_1"] = total / utterance if utterance > 0 else math.inf
+    out["dialogues_for_snr_1"] = total / utterance if utterance > 0 else None
+    rng = np.random.default_rng(seed)
+    n = rewards.shape[0]
+    shares = [_utterance_share(rewards[rng.integers(n, size=n)]) for _ in range(bootstrap)]
+    shares = [x for x in shares if not math.isnan(x)]
+    out["share_utterance_ci95"] = (
+        [float(np.percentile(shares, 2.5)), float(np.percentile(shares, 97.5))] if shares else None
+    )
     return out
 
 
@@ -147,8 +171,8 @@ def write_tables(result: dict[str, Any], examples: list[dict[str, Any]], out: Pa
     s = result["components"]
     lines = [
         f"{result['adversary']}: {result['openers']} openers x {result['utterances']} "
-        f"utterances x {result['replies']} defender replies (first turn, seed {result['seed']}), "
-        f"mean reward {s['mean']:.4f}.",
+        f"utterances x {result['replies']} defender replies (first turn, seed {result['seed']}, "
+        f"defender temperature {result['defender_temperature']:g}), mean reward {s['mean']:.4f}.",
         "",
         "| source of variance | variance | share |",
         "|---|---|---|",
@@ -159,11 +183,23 @@ def write_tables(result: dict[str, Any], examples: list[dict[str, Any]], out: Pa
         ("reply", "defender reply sampling (given both)"),
     ):
         lines.append(f"| {label} | {s['var_' + name]:.5f} | {s['share_' + name]:.1%} |")
+    ci = s["share_utterance_ci95"]
+    needed = s["dialogues_for_snr_1"]
     lines += [
         "",
+        (
+            f"Utterance share 95% interval (bootstrap over openers): [{ci[0]:.1%}, {ci[1]:.1%}]; "
+            if ci
+            else "No variance to split; "
+        )
+        + f"unclipped utterance variance {s['var_utterance_raw']:.5f}.",
         f"Signal-to-noise per dialogue (sigma_utterance / sigma_total): {s['snr']:.3f}; "
-        f"a batch of {s['dialogues_for_snr_1']:.0f} dialogues brings a one-sigma utterance "
-        "effect to one standard error.",
+        + (
+            f"a batch of {needed:.1f} dialogues brings a one-sigma utterance effect to one "
+            "standard error."
+            if needed is not None
+            else "no utterance effect was measured."
+        ),
         "",
         "Utterances with the highest mean reward over their replies:",
         "",
@@ -179,11 +215,32 @@ def write_tables(result: dict[str, Any], examples: list[dict[str, Any]], out: Pa
     return table
 
 
+def summarize(out: Path, examples: int = 10) -> str:
+    """(Re)compute `reward_noise.json` and `.md` of a DIR from its `samples.jsonl`."""
+    settings_path, samples_path = out / "reward_noise.json", out / "samples.jsonl"
+    for path in (settings_path, samples_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: is {out} a reward_noise output DIR?")
+    result = json.loads(settings_path.read_text())
+    records = [json.loads(line) for line in samples_path.read_text().splitlines() if line]
+    shape = (result["openers"], result["utterances"], result["replies"])
+    rewards = np.asarray([r["rewards"] for r in records], dtype=np.float64).reshape(shape)
+    result["components"] = decompose(rewards, seed=result["seed"])
+    settings_path.write_text(json.dumps(result, indent=2) + "\n")
+    top = sorted(records, key=lambda r: -r["mean"])[:examples]
+    return write_tables(result, top, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("adversary", help="'zero-shot', 'few-shot' or a training run directory")
+    parser.add_argument(
+        "adversary", nargs="?", help="'zero-shot', 'few-shot' or a training run directory"
+    )
     parser.add_argument("--initial", action="store_true", help="the run's untrained policy")
     parser.add_argument("--out", type=Path, required=True, help="where to write the results")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only recompute --out's tables from its samples"
+    )
     parser.add_argument("--openers", type=int, default=32, help="openers (distinct, train split)")
     parser.add_argument("--utterances", type=int, default=4, help="utterances per opener")
     parser.add_argument("--replies", type=int, default=4, help="defender replies per utterance")
@@ -199,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.out, args.examples), end="")
+        return 0
+    if args.adversary is None:
+        parser.error("give the adversary to probe (or --summarize an output DIR)")
     for name in ("openers", "utterances", "replies"):
         if getattr(args, name) < 2:
             parser.error(f"--{name} must be >= 2, got {getattr(args, name)}")
@@ -236,9 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
-    name = type(adversary).__name__ + (" (initial)" if args.initial else "")
-    result = {
-        "adversary": name,
+    settings = {
+        "adversary": type(adversary).__name__ + (" (initial)" if args.initial else ""),
         "source": args.adversary,
         "openers": args.openers,
         "utterances": args.utterances,
@@ -249,26 +310,22 @@ def main(argv: list[str] | None = None) -> int:
         "judge": config.judge,
         "defender_max_new_tokens": config.defender_max_new_tokens,
         "defender_temperature": config.defender_temperature,
-        "components": decompose(rewards),
+        "defender_top_p": config.defender_top_p,
     }
-    records = [
-        {
-            "opener_id": openers[i].id,
-            "utterance": texts[i][u],
-            "rewards": rewards[i, u].tolist(),
-            "replies": answers[i][u],
-            "mean": float(rewards[i, u].mean()),
-        }
-        for i in range(len(openers))
-        for u in range(args.utterances)
-    ]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "reward_noise.json").write_text(json.dumps(result, indent=2) + "\n")
     with (args.out / "samples.jsonl").open("w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    top = sorted(records, key=lambda r: -r["mean"])[: args.examples]
-    print(write_tables(result, top, args.out), end="")
+        for i, opener in enumerate(openers):
+            for u in range(args.utterances):
+                record = {
+                    "opener_id": opener.id,
+                    "utterance": texts[i][u],
+                    "rewards": rewards[i, u].tolist(),
+                    "replies": answers[i][u],
+                    "mean": float(rewards[i, u].mean()),
+                }
+                f.write(json.dumps(record) + "\n")
+    (args.out / "reward_noise.json").write_text(json.dumps(settings, indent=2) + "\n")
+    print(summarize(args.out, args.examples), end="")
     return 0
 
 

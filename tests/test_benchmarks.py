@@ -490,9 +490,29 @@ def test_reward_noise_components_by_hand() -> None:
     # the utterance does not matter when replies alone differ: its component clips at zero
     noise = np.array([[[0, 2], [2, 0]], [[0, 2], [2, 0]]], dtype=float)
     flat = decompose(noise)
-    assert flat["var_utterance"] == 0.0 and flat["dialogues_for_snr_1"] == float("inf")
+    assert flat["var_utterance"] == 0.0 and flat["dialogues_for_snr_1"] is None
+    assert flat["var_utterance_raw"] == pytest.approx(-1.0)  # 0 - 2 / 2 replies
     with pytest.raises(ValueError, match="at least 2 of each"):
         decompose(np.zeros((2, 1, 2)))
+
+
+def test_reward_noise_recovers_known_components() -> None:
+    from benchmarks.reward_noise import decompose
+
+    # opener sd 1, utterance sd 2, reply sd 1: the utterance share is 4 / 6
+    rng = np.random.default_rng(0)
+    n_open, n_utt, n_rep = 400, 4, 4
+    rewards = (
+        rng.normal(0, 1, (n_open, 1, 1))
+        + rng.normal(0, 2, (n_open, n_utt, 1))
+        + rng.normal(0, 1, (n_open, n_utt, n_rep))
+    )
+    out = decompose(rewards, bootstrap=200)
+    assert out["var_opener"] == pytest.approx(1.0, abs=0.3)
+    assert out["var_utterance"] == pytest.approx(4.0, rel=0.1)
+    assert out["var_reply"] == pytest.approx(1.0, rel=0.1)
+    low, high = out["share_utterance_ci95"]
+    assert low < 4 / 6 < high and high - low < 0.15
 
 
 def test_reward_noise_on_a_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
@@ -521,6 +541,9 @@ def test_reward_noise_on_a_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
     total = parts["var_opener"] + parts["var_utterance"] + parts["var_reply"]
     assert parts["total_var"] == pytest.approx(total)
     assert "| defender reply sampling (given both) |" in (out / "reward_noise.md").read_text()
+    before = (out / "reward_noise.json").read_text()
+    assert main(["--summarize", "--out", str(out)]) == 0  # recomputed from samples.jsonl
+    assert (out / "reward_noise.json").read_text() == before
     # a greedy defender gives every copy of an utterance the same reply: no reply noise
     greedy = tmp_path / "greedy"
     argv = [str(run), "--initial", "--out", str(greedy), "--openers", "2", "--utterances", "2"]
