@@ -3,8 +3,9 @@
     python -m benchmarks.training_curves runs/ppo-cpu runs/a2c-cpu --out benchmarks/results/training-cpu
 
 Reads each run's `metrics.jsonl`, plots `objective/scores` (mean episode return of the
-update's rollouts, i.e. the judge reward without the KL term) with a moving average, and
-writes a markdown table comparing the first and the last updates of every run.
+update's rollouts, i.e. the judge reward without the KL term), the KL to the initial policy and
+the adversary's own toxicity, each with a moving average, and writes a markdown table
+comparing the first and the last updates of every run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,21 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+PANELS = (
+    (
+        "objective/scores",
+        "Mean judge reward of each update's rollouts",
+        "mean episode return  -log(1 - p_unsafe)",
+    ),
+    ("objective/kl", "KL to the initial policy", "KL per utterance (nats)"),
+    (
+        "redteam/adv_toxicity",
+        "The adversary's own toxicity",
+        "mean judge P(unsafe) of adversary utterances",
+    ),
+)
+"""(metric, title, y label) of the three panels of `learning_curves.png`."""
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -63,25 +79,29 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     args.out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     rows = []
     for run in args.runs:
         metrics = read_metrics(run)
         x = np.array([m["update"] for m in metrics])
-        y = np.array([m["objective/scores"] for m in metrics])
-        (line,) = ax.plot(x, y, alpha=0.25)
-        ax.plot(
-            x,
-            moving_average(y, args.window),
-            color=line.get_color(),
-            label=f"{run.name} ({args.window}-update mean)",
-        )
+        color = None
+        for ax, (key, _, _) in zip(axes, PANELS, strict=True):
+            y = np.array([m.get(key, np.nan) for m in metrics], dtype=float)
+            (line,) = ax.plot(x, y, alpha=0.25, color=color)
+            color = line.get_color()
+            ax.plot(
+                x,
+                moving_average(y, args.window),
+                color=color,
+                label=f"{run.name} ({args.window}-update mean)",
+            )
         rows.append(summarize(run.name, metrics, args.k))
-    ax.set_title("Mean judge reward of each update's rollouts (batch of dialogues)")
-    ax.set_xlabel("update")
-    ax.set_ylabel("mean episode return  -log(1 - p_unsafe)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    for ax, (_, title, ylabel) in zip(axes, PANELS, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("update")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(args.out / "learning_curves.png", dpi=120)
     lines = [
