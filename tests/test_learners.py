@@ -208,3 +208,32 @@ def test_reference_model_is_the_defenders_frozen_copy(tiny_lm_dir):
     assert learner.ref_model is learner.env.defender.model
     assert not any(p.requires_grad for p in learner.ref_model.parameters())
     assert learner.policy.actor is not learner.ref_model
+
+
+def test_reward_noise_on_a_run(tiny_lm_dir, tmp_path) -> None:
+    from benchmarks.reward_noise import main
+
+    config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1)
+    run = tmp_path / "run"
+    PPO(config).save(run)
+    out = tmp_path / "noise"
+    argv = [str(run), "--initial", "--out", str(out), "--openers", "3", "--batch-size", "2"]
+    assert main([*argv, "--utterances", "2", "--replies", "3", "--no-progress"]) == 0
+    result = json.loads((out / "reward_noise.json").read_text())
+    assert result["adversary"] == "PPO (initial)" and result["replies"] == 3
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * 2 and all(len(s["replies"]) == 3 for s in samples)
+    parts = result["components"]
+    total = parts["var_opener"] + parts["var_utterance"] + parts["var_reply"]
+    assert parts["total_var"] == pytest.approx(total)
+    assert "| defender reply sampling (given both) |" in (out / "reward_noise.md").read_text()
+    before = (out / "reward_noise.json").read_text()
+    assert main(["--summarize", "--out", str(out)]) == 0  # recomputed from samples.jsonl
+    assert (out / "reward_noise.json").read_text() == before
+    # a greedy defender gives every copy of an utterance the same reply: no reply noise
+    greedy = tmp_path / "greedy"
+    argv = [str(run), "--initial", "--out", str(greedy), "--openers", "2", "--utterances", "2"]
+    assert main([*argv, "--replies", "2", "--defender-temperature", "0", "--no-progress"]) == 0
+    result = json.loads((greedy / "reward_noise.json").read_text())
+    assert result["defender_temperature"] == 0
+    assert result["components"]["var_reply"] == 0.0
