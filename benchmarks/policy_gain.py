@@ -7,7 +7,9 @@ same seeds, against the run's own defender, judge, turns and defender reply leng
 initial policy is the run's configuration before any update (its adversary model, untrained).
 The table gives each policy's mean episode return (the judge reward -log(1 - p_unsafe) summed
 over turns, no KL term) with a 95% interval, its ASR and mean defender P(unsafe), and the
-gain's Welch t and paired t (conversation i has the same opener on both sides). Each side's
+gain's Welch t and paired t (conversation i has the same opener on both sides), and one-sided
+rank tests (Mann-Whitney U; Wilcoxon signed-rank on the pairs) that do not let a few
+near-maximal rewards decide the answer. Each side's
 conversations are kept in `initial/` and `trained/` (resumable).
 """
 
@@ -66,6 +68,21 @@ def paired_t(a: np.ndarray, b: np.ndarray) -> float:
     return float(d.mean() / se) if se > 0 else math.nan
 
 
+def rank_tests(a: np.ndarray, b: np.ndarray, paired: bool) -> dict[str, float]:
+    """One-sided p-values that b's returns exceed a's, robust to the heavy tail of a judge
+    reward (a few conversations near -log(1 - p_max) swamp Welch's t): Mann-Whitney U on the
+    two samples and, when conversation i has the same opener on both sides, Wilcoxon's
+    signed-rank test on the differences."""
+    from scipy.stats import mannwhitneyu, wilcoxon
+
+    out = {"mannwhitney_p": float(mannwhitneyu(b, a, alternative="greater").pvalue)}
+    if paired and np.any(b != a):
+        out["wilcoxon_p"] = float(wilcoxon(b, a, alternative="greater").pvalue)
+    else:
+        out["wilcoxon_p"] = math.nan
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="training run directory (a saved checkpoint)")
@@ -122,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "welch_t": welch_t(before, after),
         # conversation i opens with the same opener on both sides, so opener difficulty cancels
         "paired_t": paired_t(before, after) if paired else math.nan,
+        **rank_tests(before, after, paired),
     }
     lines = [
         f"{result['algo']} after {result['updates']} updates, {args.rollouts} held-out "
@@ -139,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Gain {result['gain']:+.4f} ({result['relative_gain']:+.0%}), Welch t = "
         f"{result['welch_t']:.2f}, paired t (same openers) = {result['paired_t']:.2f}.",
+        f"Rank tests, one-sided (trained > initial): Mann-Whitney p = "
+        f"{result['mannwhitney_p']:.4f}, Wilcoxon signed-rank (same openers) p = "
+        f"{result['wilcoxon_p']:.4f}.",
     ]
     (args.out / "gain.md").write_text("\n".join(lines) + "\n")
     (args.out / "gain.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -429,7 +429,7 @@ def test_demo_and_checkpoint_eval(
         for side in ("initial", "trained"):
             assert len((gain / side / "rollouts.jsonl").read_text().splitlines()) == 2
         assert "Welch t" in (gain / "gain.md").read_text()
-        assert "paired_t" in result
+        assert "paired_t" in result and "mannwhitney_p" in result and "wilcoxon_p" in result
 
 
 def test_gain_statistics_by_hand() -> None:
@@ -440,6 +440,13 @@ def test_gain_statistics_by_hand() -> None:
     assert welch_t(a, b) == pytest.approx(2 / np.sqrt(5 / 3))
     # differences 1, 2, 3: mean 2, sd 1
     assert paired_t(a, b) == pytest.approx(2 / (1 / np.sqrt(3)))
+    from benchmarks.policy_gain import rank_tests
+
+    # every b above every a: U = 9 of 9; all 3 differences positive: 1 / 2^3 one-sided
+    tests = rank_tests(np.array([0.0, 1.0, 2.0]), np.array([3.0, 4.0, 6.0]), paired=True)
+    assert tests["wilcoxon_p"] == pytest.approx(1 / 8)
+    assert tests["mannwhitney_p"] == pytest.approx(1 / 20)  # 1 of C(6, 3) orderings
+    assert math.isnan(rank_tests(a, b, paired=False)["wilcoxon_p"])
 
 
 def test_conversation_ids_mark_every_utterance(tiny_lm_dir: Path) -> None:
