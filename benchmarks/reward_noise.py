@@ -108,8 +108,9 @@ def sample_rewards(
 ) -> tuple[np.ndarray, list[list[str]], list[list[list[str]]]]:
     """`[openers, utterances, replies]` first-turn rewards, the utterances and the replies.
 
-    Utterance u of every opener is sampled with the adversary re-seeded to (seed, u); the
-    `replies` answers to one utterance come from one defender batch with its own generator.
+    Openers go `batch_size` at a time; utterance u of chunk c is sampled with the adversary
+    re-seeded to (seed, c, u), and the `replies` answers to one utterance come from one
+    defender batch with its own generator, seeded (seed, c, u, 1).
     """
     from tqdm import tqdm
 
@@ -267,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
 
-    adversary, config = load_adversary_and_env(args.adversary, args.initial)
+    try:
+        adversary, config = load_adversary_and_env(args.adversary, args.initial)
+    except ValueError as err:
+        parser.error(str(err))
     if args.defender_temperature is not None:
         config = dataclasses.replace(config, defender_temperature=args.defender_temperature)
     from redteam_gym.envs.core import DialogueEngine

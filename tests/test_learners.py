@@ -237,3 +237,5 @@ def test_reward_noise_on_a_run(tiny_lm_dir, tmp_path) -> None:
     result = json.loads((greedy / "reward_noise.json").read_text())
     assert result["defender_temperature"] == 0
     assert result["components"]["var_reply"] == 0.0
+    with pytest.raises(SystemExit):  # --initial names a run's untrained policy
+        main(["zero-shot", "--initial", "--out", str(tmp_path / "bad")])
