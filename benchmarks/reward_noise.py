@@ -149,15 +149,17 @@ def _seed(*words: int) -> int:
 
 def load_adversary_and_env(spec: str, initial: bool) -> tuple[Any, Any]:
     """The adversary to probe and the learner config whose env settings to use."""
-    from agents import LEARNERS, LearnerConfig, load_adversary
+    from agents import LEARNERS, LearnerConfig
+    from agents.common.base import checkpoint_learner_name
 
     path = Path(spec)
     if path.is_dir():
-        trained = load_adversary(path)
-        if not initial:
-            return trained, trained.config
-        cls = {c.__name__: c for c in LEARNERS.values()}[type(trained).__name__]
-        return cls(trained.config), trained.config
+        cls = {c.__name__: c for c in LEARNERS.values()}[checkpoint_learner_name(path)]
+        if initial:  # the run's config alone: its trained weights are never loaded
+            config = cls.load_config(path)
+            return cls(config), config
+        trained = cls.load(path)
+        return trained, trained.config
     if initial:
         raise ValueError("--initial needs a training run directory as the adversary")
     from benchmarks.runner import make_adversary
@@ -274,19 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if args.defender_temperature is not None:
         config = dataclasses.replace(config, defender_temperature=args.defender_temperature)
-    from redteam_gym.envs.core import DialogueEngine
+    from benchmarks.policy_gain import run_suite
+    from benchmarks.runner import _engine, make_envs
 
-    engine = DialogueEngine(
-        max_turns=1,
-        defender=config.defender,
-        judge=config.judge,
-        prompts=config.prompts,
-        split=args.split,
-        defender_max_new_tokens=config.defender_max_new_tokens,
-        defender_temperature=config.defender_temperature,
-        defender_top_p=config.defender_top_p,
-        device=getattr(adversary, "device", None),
-    )
+    # the env a policy_gain check of this run would use, on the chosen split
+    suite = dataclasses.replace(run_suite(config, 2, args.seed), split=args.split, turns=1)
+    device = getattr(adversary, "device", None)
+    engine = _engine(make_envs(suite, device=str(device) if device else None, reuse=False))
     if args.openers > len(engine.openers):
         parser.error(f"--openers {args.openers} > the {len(engine.openers)} openers available")
     rng = np.random.default_rng(args.seed)

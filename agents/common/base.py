@@ -314,18 +314,23 @@ class OnPolicyLearner:
     def load(cls, path: str | os.PathLike[str], env: Any = None, **overrides: Any):
         """Rebuild a learner from `save(path)`: weights, optimizers, KL controller, schedule
         position, RNG states and config. `overrides` replace config fields (e.g. `device`)."""
-        ckpt = _checkpoint_dir(path)
-        data = json.loads((ckpt / "config.json").read_text())
+        config = cls.load_config(path, **overrides)
+        # the trained actor replaces the initial one; the reference stays the initial model
+        learner = cls.__new__(cls)
+        learner._init_from_checkpoint(config, env, _checkpoint_dir(path))
+        return learner
+
+    @classmethod
+    def load_config(cls, path: str | os.PathLike[str], **overrides: Any) -> LearnerConfig:
+        """The config saved with the checkpoint at `path` (no weights loaded); `cls(config)`
+        is then the run's initial, untrained policy."""
+        data = json.loads((_checkpoint_dir(path) / "config.json").read_text())
         saved_class = data.pop("class", cls.config_class.__name__)
         if saved_class != cls.config_class.__name__:
             raise ValueError(
                 f"{path} holds a {saved_class} checkpoint, not {cls.config_class.__name__}"
             )
-        config = cls.config_class.from_dict({**data, **overrides})
-        # the trained actor replaces the initial one; the reference stays the initial model
-        learner = cls.__new__(cls)
-        learner._init_from_checkpoint(config, env, ckpt)
-        return learner
+        return cls.config_class.from_dict({**data, **overrides})
 
     def _init_from_checkpoint(self, config: LearnerConfig, env: Any, ckpt: Path) -> None:
         OnPolicyLearner.__init__(self, config, env, _actor_path=str(ckpt / "actor"))
