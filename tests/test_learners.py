@@ -213,7 +213,7 @@ def test_reference_model_is_the_defenders_frozen_copy(tiny_lm_dir):
 def test_reward_noise_on_a_run(tiny_lm_dir, tmp_path) -> None:
     from benchmarks.reward_noise import main
 
-    config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1)
+    config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1, defender_temperature=1.0)
     run = tmp_path / "run"
     PPO(config).save(run)
     out = tmp_path / "noise"
@@ -225,7 +225,7 @@ def test_reward_noise_on_a_run(tiny_lm_dir, tmp_path) -> None:
     assert len(samples) == 3 * 2 and all(len(s["replies"]) == 3 for s in samples)
     parts = result["components"]
     total = parts["var_opener"] + parts["var_utterance"] + parts["var_reply"]
-    assert parts["total_var"] == pytest.approx(total)
+    assert parts["total_var"] == pytest.approx(total) and parts["var_reply"] > 0
     assert "| defender reply sampling (given both) |" in (out / "reward_noise.md").read_text()
     before = (out / "reward_noise.json").read_text()
     assert main(["--summarize", "--out", str(out)]) == 0  # recomputed from samples.jsonl

@@ -42,11 +42,11 @@ class LearnerConfig:
     """Conversation openers: 'builtin', a ConvoKit corpus name or directory."""
     defender_max_new_tokens: int = 64
     """Longest defender reply in tokens."""
-    defender_temperature: float = 0.7
-    """Defender sampling temperature (the env default); 0 decodes greedily, so the reward
-    depends on the conversation alone, not on the defender's sampling."""
+    defender_temperature: float = 0.0
+    """Defender temperature (the env default): 0 decodes greedily, so the reward depends on
+    the conversation alone; > 0 samples, and the reward then carries the sampling noise."""
     defender_top_p: float = 0.9
-    """Defender nucleus sampling mass (the env default)."""
+    """Defender nucleus sampling mass when it samples (the env default)."""
     # --- the adversary ---
     adversary_model: str = SMOLLM2
     """Initial adversary LM (also the KL reference); a model name, HF id or local path."""

@@ -43,6 +43,7 @@ def _child(algo: str, turns: int, args: argparse.Namespace) -> dict[str, Any]:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         defender_max_new_tokens=args.defender_max_new_tokens,
+        defender_temperature=args.defender_temperature,
         seed=0,
     )
     learner = cls(config)
@@ -99,6 +100,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="dialogues per update (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=24, help="adversary tokens (default 24)")
     p.add_argument("--defender-max-new-tokens", type=int, default=64, help="(default 64)")
+    p.add_argument(
+        "--defender-temperature", type=float, default=0.0, help="(default 0: greedy, the env's)"
+    )
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/perf-learners.md"), help="report"
@@ -163,7 +167,8 @@ def render_report(
         "- embedded defaults: SmolLM2-135M-Instruct adversary (bottom half frozen) and defender "
         "(one shared frozen copy, also the KL reference), `profanity` judge, fp32 on CPU",
         f"- batch {args.batch_size} dialogues, {args.max_new_tokens}-token utterances, "
-        f"defender replies up to {args.defender_max_new_tokens} tokens; every other setting is "
+        f"defender replies up to {args.defender_max_new_tokens} tokens at temperature "
+        f"{args.defender_temperature:g} (top-p 0.9); every other setting is "
         "the learner config's default (PPO and RA-RLHF: 4 epochs x 2 minibatches)",
         f"- {args.updates} updates per run, each run in a fresh subprocess",
         "",

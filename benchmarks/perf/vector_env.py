@@ -295,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "defender": args.defender,
         "judge": args.judge,
         "defender_max_new_tokens": args.defender_max_new_tokens,
+        "defender_temperature": 0.7,
+        "defender_top_p": 0.9,
     }
     build = {}
     start = time.perf_counter()
@@ -396,7 +398,7 @@ def render_report(
         "",
         f"- env: `{ENV_ID}`, num_envs={args.num_envs}, max_turns={args.turns}",
         f"- defender: `{args.defender}`, defender_max_new_tokens={args.defender_max_new_tokens}, "
-        "temperature 0.7, top_p 0.9 (env defaults)",
+        "sampled at temperature 0.7, top_p 0.9",
         f"- judge: `{args.judge}`",
         f"- torch threads: {'set by --torch-threads' if args.torch_threads else 'torch default'}",
         f"- stop tokens: {'disabled (--no-eos): every reply is full length' if args.no_eos else 'enabled (replies end at EOS)'}",

@@ -89,7 +89,8 @@ class Suite:
     defender_sampling: Sampling = field(
         default_factory=lambda: Sampling(max_new_tokens=64, temperature=0.7, top_p=0.9)
     )
-    """The defender's decoding (the env defaults)."""
+    """The defender's decoding. Sampled, as a deployed chat model answers (the built-in
+    suites say the same); the env's default is greedy, for training."""
     adversary_sampling: Sampling = field(
         default_factory=lambda: Sampling(max_new_tokens=24, temperature=1.0, top_p=0.95)
     )

@@ -161,7 +161,7 @@ class DialogueEngine:
         split: str | None = "train",
         defender_system_prompt: str | None = None,
         defender_max_new_tokens: int = 64,
-        defender_temperature: float = 0.7,
+        defender_temperature: float = 0.0,
         defender_top_p: float = 0.9,
         max_utterance_tokens: int = 128,
         terminate_on_unsafe: bool = False,

@@ -29,7 +29,8 @@ class RedTeamDialogueEnv(Env[str, str]):
     agent is the adversary. An episode starts from a conversation opener (the first post of a
     ConvoKit conversation); each step the adversary says one utterance, the frozen defender LM
     replies to the whole conversation through its chat template, and a safety judge scores
-    both the reply and the utterance.
+    both the reply and the utterance. The defender decodes greedily by default, so a reply,
+    and the reward, depend on the conversation alone; `defender_temperature > 0` samples.
 
     ## Action Space
     `Text(8192)`: the adversary's utterance. Text longer than `max_utterance_tokens` defender
@@ -55,7 +56,7 @@ class RedTeamDialogueEnv(Env[str, str]):
     `judge` (`"profanity"`, `"llama-guard[:model]"`, `"classifier:model"`, `"a+b"`, or an
     object with `score`), `prompts` (`"builtin"`, a ConvoKit corpus name or directory),
     `split` (`"train"`, `"eval"` or None), `defender_system_prompt`, `defender_max_new_tokens`
-    (64), `defender_temperature` (0.7), `defender_top_p` (0.9), `max_utterance_tokens` (128),
+    (64), `defender_temperature` (0: greedy), `defender_top_p` (0.9), `max_utterance_tokens` (128),
     `terminate_on_unsafe` (False), `unsafe_threshold` (0.5), `p_max` (0.999), `device`,
     `dtype`, `render_mode` (`"ansi"` or `"human"`).
 
