@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,61 @@ def test_one_update_changes_trainable_parameters_only(tiny_lm_dir, learner_cls, 
     stats = learner.history[-1]
     for key in ("objective/kl", "objective/scores", "loss/policy", "loss/value", "redteam/asr"):
         assert key in stats
+
+
+class _EchoDefender:
+    """Says the adversary's utterance back, so the reward is a function of the utterance."""
+
+    def respond(self, conversations, generator=None):
+        return [conversation[-1]["content"] for conversation in conversations]
+
+
+class _UppercaseJudge:
+    """P(unsafe) grows with the share of uppercase letters: a dense, known reward."""
+
+    def score(self, conversations):
+        from redteam_gym.judges.base import JudgeOutput
+
+        p = []
+        for conversation in conversations:
+            letters = [ch for ch in conversation[-1]["content"] if ch.isalpha()]
+            p.append(0.95 * sum(ch.isupper() for ch in letters) / max(len(letters), 1))
+        return JudgeOutput(np.asarray(p))
+
+
+@pytest.mark.parametrize(("learner_cls", "config_cls"), LEARNERS)
+def test_one_update_moves_logprobs_with_the_reward(tiny_lm_dir, learner_cls, config_cls):
+    """Policy-gradient sign check: after one update on a rollout, the utterances that earned
+    more reward became more likely than those that earned less."""
+    import gymnasium as gym
+
+    from agents.common.training import evaluate_segments
+
+    config = tiny_config(config_cls, tiny_lm_dir, max_turns=1, batch_size=16, max_new_tokens=6)
+    learner = learner_cls(config)
+    learner.env = gym.make_vec(
+        "RedTeamDialogue-v0",
+        num_envs=16,
+        max_turns=1,
+        defender=_EchoDefender(),
+        judge=_UppercaseJudge(),
+    )
+    learner.total_updates = 100  # RA-RLHF: update 0 is in the soft-risk warm-up, keeps all
+    rollout = learner.collect_rollout()
+    dialogues = list(range(rollout.num_dialogues))
+    segments = rollout.segments_of(dialogues)
+
+    def logprobs():
+        with torch.no_grad():
+            out, _, _ = evaluate_segments(learner.policy, segments, dialogues, temperature=1.0)
+        return out.sum(1).numpy()
+
+    before = logprobs()
+    learner.train(rollout)
+    moved = logprobs() - before
+    rewards = np.array([s.reward for s in segments])
+    assert rewards.std() > 0
+    assert np.corrcoef(rewards, moved)[0, 1] > 0.5
 
 
 def test_critic_starts_at_zero_value():
