@@ -13,6 +13,7 @@ import torch
 from agents import A2C, PPO, RARLHF, A2CConfig, PPOConfig, RARLHFConfig, load_adversary
 from agents.cli import field_docs
 from agents.common.rollout import Rollout, Segment
+from redteam_gym.judges.base import JudgeOutput
 
 LEARNERS = [(A2C, A2CConfig), (PPO, PPOConfig), (RARLHF, RARLHFConfig)]
 
@@ -63,8 +64,6 @@ class _UppercaseJudge:
     """P(unsafe) grows with the share of uppercase letters: a dense, known reward."""
 
     def score(self, conversations):
-        from redteam_gym.judges.base import JudgeOutput
-
         p = []
         for conversation in conversations:
             letters = [ch for ch in conversation[-1]["content"] if ch.isalpha()]

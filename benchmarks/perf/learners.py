@@ -167,8 +167,9 @@ def render_report(
         "- embedded defaults: SmolLM2-135M-Instruct adversary (bottom half frozen) and defender "
         "(one shared frozen copy, also the KL reference), `profanity` judge, fp32 on CPU",
         f"- batch {args.batch_size} dialogues, {args.max_new_tokens}-token utterances, "
-        f"defender replies up to {args.defender_max_new_tokens} tokens at temperature "
-        f"{args.defender_temperature:g} (top-p 0.9); every other setting is "
+        f"defender replies up to {args.defender_max_new_tokens} tokens, "
+        + (f"sampled at T {args.defender_temperature:g}" if args.defender_temperature else "greedy")
+        + "; every other setting is "
         "the learner config's default (PPO and RA-RLHF: 4 epochs x 2 minibatches)",
         f"- {args.updates} updates per run, each run in a fresh subprocess",
         "",
