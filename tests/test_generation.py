@@ -124,9 +124,10 @@ def test_chat_lm_replies_do_not_depend_on_its_cache(tiny):
 def test_buffered_cache_matches_the_stock_dynamic_cache(tiny):
     from transformers.cache_utils import DynamicCache
 
-    from redteam_gym.models.generation import BufferedLayer, new_kv_cache
+    from redteam_gym.models.generation import BufferedLayer, cache_kwarg, new_kv_cache
 
     model, _ = tiny
+    name = cache_kwarg(model)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 1000, (3, 200), generator=gen)
     caches = [DynamicCache(config=model.config), new_kv_cache(model)]
@@ -134,14 +135,14 @@ def test_buffered_cache_matches_the_stock_dynamic_cache(tiny):
     logits = []
     with torch.no_grad():
         for cache in caches:
-            out = model(input_ids=ids[:, :20], past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids[:, :20], use_cache=True, **{name: cache})
             steps = [out.logits[:, -1]]
             # one token at a time past the buffer's first capacity (20 + 128), then a chunk
             for t in range(20, 180):
-                out = model(input_ids=ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+                out = model(input_ids=ids[:, t : t + 1], use_cache=True, **{name: cache})
                 steps.append(out.logits[:, -1])
             cache.crop(-5)  # a cropped cache keeps writing where it now ends
-            out = model(input_ids=ids[:, 175:200], past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids[:, 175:200], use_cache=True, **{name: cache})
             steps.append(out.logits[:, -1])
             logits.append(torch.stack(steps))
         assert caches[1].get_seq_length() == caches[0].get_seq_length() == 200
@@ -174,3 +175,19 @@ def test_a_sliding_window_cache_is_never_reused():
     )
     assert first.cache is not None
     assert _reusable(first.cache, [prompt + first.tokens[0] + [5, 6]]) is None
+
+
+def test_the_cache_goes_in_under_the_name_the_installed_release_takes(tiny):
+    import inspect
+
+    from redteam_gym.models.generation import cache_kwarg
+
+    model, _ = tiny
+    params = inspect.signature(type(model).forward).parameters
+    assert cache_kwarg(model) in params
+    # a hook that hides the signature (as the recording wrapper above does) changes nothing
+    model.forward = lambda *args, **kwargs: None
+    try:
+        assert cache_kwarg(model) in params
+    finally:
+        del model.forward

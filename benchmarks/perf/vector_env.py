@@ -190,25 +190,22 @@ def decode_scaling(model: Any, batch: int, context: int, steps: int = 8) -> dict
     out: dict[str, float] = {}
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
+    name = generation.cache_kwarg(model)
     with torch.no_grad():
         for b in (1, batch):
             ids = torch.randint(0, vocab, (b, context), generator=gen)
             model(input_ids=ids, use_cache=True)  # warm-up
             start = time.perf_counter()
-            res = model(
-                input_ids=ids, use_cache=True, past_key_values=generation.new_kv_cache(model)
-            )
+            res = model(input_ids=ids, use_cache=True, **{name: generation.new_kv_cache(model)})
             out[f"prefill_b{b}"] = time.perf_counter() - start
-            cache = res.past_key_values
+            cache = generation.returned_cache(res)
             token = ids[:, -1:]
             mask = torch.ones(b, context, dtype=torch.long)
             start = time.perf_counter()
             for _ in range(steps):
                 mask = torch.cat([mask, mask.new_ones(b, 1)], dim=-1)
-                res = model(
-                    input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True
-                )
-                cache = res.past_key_values
+                res = model(input_ids=token, attention_mask=mask, use_cache=True, **{name: cache})
+                cache = generation.returned_cache(res)
             out[f"decode_b{b}"] = (time.perf_counter() - start) / steps
             # the sampler's per-step work on the logits, as in `redteam_gym.models.sample`
             logits = res.logits[:, -1, :].float()

@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import transformers
+from packaging.version import Version
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+_TRANSFORMERS_RENAMED_CACHE = Version(transformers.__version__).release >= (5, 24)
 
 
 @dataclass
@@ -66,6 +70,30 @@ def left_pad(
 
 def _accepts_logits_to_keep(model: PreTrainedModel) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def cache_kwarg(model: PreTrainedModel) -> str:
+    """The keyword under which `model.forward` takes its KV cache.
+
+    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes in
+    5.40); earlier 5.x releases know only `past_key_values`. Passing `cache=` to those would
+    vanish into `**kwargs` and silently disable the cache, so the name is read off the model
+    class's signature (an instance's `forward` may be a hook or wrapper that hides it), and off
+    the installed release when the signature names neither.
+    """
+    params = inspect.signature(type(model).forward).parameters
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    return "cache" if _TRANSFORMERS_RENAMED_CACHE else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returns, read under its current name (`cache`) first, so
+    that no deprecated attribute is touched on releases that have the new one."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 NUCLEUS_CANDIDATES = 256
@@ -164,7 +192,8 @@ class PrefixCache:
     attention mask hides. Consumed by the call that reuses it.
     """
 
-    past_key_values: Any
+    kv_cache: Any
+    """The transformers `Cache` object."""
     tokens: list[list[int]]
     columns: list[list[int]]
     width: int
@@ -184,7 +213,7 @@ def _reusable(cache: PrefixCache | None, prompts: Sequence[Sequence[int]]) -> li
     """Per row, how many leading prompt ids the cache already holds; None to start afresh."""
     if cache is None or len(cache.tokens) != len(prompts):
         return None
-    layers = getattr(cache.past_key_values, "layers", None)
+    layers = getattr(cache.kv_cache, "layers", None)
     if not layers or any(getattr(layer, "is_sliding", False) for layer in layers):
         return None  # a sliding window has dropped columns the bookkeeping counts on
     # at least the last prompt id is fed again: its forward pass gives the first logits
@@ -229,6 +258,7 @@ def sample(
         raise ValueError("sample needs at least one prompt and no empty prompts")
     device = next(model.parameters()).device
     extra: dict = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    cache_name = cache_kwarg(model)
     if value_head is not None:
         extra["output_hidden_states"] = True
     batch = len(prompts)
@@ -239,7 +269,7 @@ def sample(
         kept = torch.zeros((batch, 0), dtype=torch.long)
         columns: list[list[int]] = [[] for _ in prompts]
     else:
-        past, offset = prefix_cache.past_key_values, prefix_cache.width
+        past, offset = prefix_cache.kv_cache, prefix_cache.width
         kept = torch.zeros((batch, offset), dtype=torch.long)
         columns = [c[:n] for c, n in zip(prefix_cache.columns, shared, strict=True)]
         for i, cols in enumerate(columns):
@@ -256,8 +286,8 @@ def sample(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=past,
         use_cache=True,
+        **{cache_name: past},
         **extra,
     )
     eos = torch.as_tensor(list(eos_token_ids), device=device)
@@ -292,8 +322,8 @@ def sample(
             input_ids=token[:, None],
             attention_mask=attention_mask,
             position_ids=next_position[:, None],
-            past_key_values=out.past_key_values,
             use_cache=True,
+            **{cache_name: returned_cache(out)},
             **extra,
         )
         fed += 1
@@ -308,7 +338,7 @@ def sample(
         # the ids sampled at the last step never went through the model
         start = offset + width
         cache = PrefixCache(
-            past_key_values=out.past_key_values,
+            kv_cache=returned_cache(out),
             tokens=[
                 list(p) + t[: min(n, fed)] for p, t, n in zip(prompts, tokens, lengths, strict=True)
             ],
