@@ -329,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     for field, default in asdict(SemanticTrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
-    config = SemanticTrainConfig(
-        **{f: getattr(args, f) for f in asdict(SemanticTrainConfig()) if hasattr(args, f)}
-    )
+    config = SemanticTrainConfig(**{f: getattr(args, f) for f in asdict(SemanticTrainConfig())})
     train_semantic_judge(args.out, config, args.corpus)
     judge = SemanticJudge(args.out)
     heldout = load_corpus("heldout", args.corpus)
