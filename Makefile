@@ -68,7 +68,7 @@ format: install
 
 # Retrain the semantic judge from the labelled corpus (deterministic), then report all judges.
 judge: install
-	$(PY) -m redteam_gym.judges.semantic
+	$(PY) -m redteam_gym.judges.retrain
 
 judge-report: install
 	$(PY) -m benchmarks.judge_report --out benchmarks/results/judges

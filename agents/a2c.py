@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from agents.common.advantages import discounted_returns, masked_mean
+from agents.common.advantages import discounted_returns, explained_variance, masked_mean
 from agents.common.base import OnPolicyLearner, adamw
 from agents.common.config import A2CConfig
 from agents.common.rollout import Rollout, pack
@@ -91,6 +91,7 @@ class A2C(OnPolicyLearner):
             "policy/grad_norm": actor_grad,
             "val/grad_norm": critic_grad,
             "val/mean": masked_mean(values, mask).item(),
+            "val/explained_variance": explained_variance(values.detach(), returns, mask),
             "returns/mean": masked_mean(returns, mask).item(),
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from agents.common.advantages import compute_gae, masked_mean, masked_whiten
+from agents.common.advantages import compute_gae, explained_variance, masked_mean, masked_whiten
 from agents.common.base import OnPolicyLearner
 from agents.common.config import PPOConfig
 from agents.common.kl import kl_penalty
@@ -120,5 +120,6 @@ class PPO(OnPolicyLearner):
             "policy/clipfrac": float(np.mean(stats["clipfrac"])),
             "val/clipfrac": float(np.mean(stats["vclip"])),
             "val/mean": masked_mean(old_values, mask).item(),
+            "val/explained_variance": explained_variance(old_values, returns, mask),
             "returns/mean": masked_mean(returns, mask).item(),
         }

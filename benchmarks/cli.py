@@ -19,6 +19,13 @@ __all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
 DEFAULT_EVAL_ROOT = Path("runs") / "eval"
 DEFAULT_DEMO_DIR = Path("runs") / "demo"
 DEMO_ROLLOUTS = 16
+DEMO_JUDGE = "semantic"
+"""The demo's judge: the project's semantic judge reads meaning, where `profanity` (the env's
+default) reads words, so the demo's comparison shows more than 0% everywhere."""
+DEMO_REWARD = "implicit"
+"""The reward preset of the demo's PPO updates (`redteam_gym.rewards`)."""
+DEMO_AGREEMENT = ("semantic", "profanity", "toxblock")
+"""Judges whose verdicts on the zero-shot run's replies the demo compares."""
 
 
 COMMANDS = ("eval", "compare", "demo")
@@ -99,10 +106,10 @@ def _add_demo(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
         help="the main job on the embedded defaults: (train,) evaluate, report",
-        description="Evaluate the zero-shot and few-shot baselines on the quick suite with the "
-        "embedded defaults (SmolLM2 defender and adversary, profanity judge), write their "
-        "reports and print the comparison. When the learners exist (agents.PPO), a short PPO "
-        "run is trained first and evaluated too.",
+        description="Train a short PPO run with the 'implicit' reward preset, then evaluate "
+        "it beside the zero-shot and few-shot baselines on the quick suite with the embedded "
+        "models (SmolLM2 defender and adversary) and the semantic judge; write their reports, "
+        "print the comparison, and how three judges agree on the zero-shot run's replies.",
     )
     p.add_argument("--out", default=str(DEFAULT_DEMO_DIR), metavar="DIR", help="output root")
     p.add_argument("--suite", default="quick", metavar="NAME", help="suite (default: quick)")
@@ -111,6 +118,11 @@ def _add_demo(subparsers: Any) -> None:
         "--updates", type=int, default=2, metavar="N", help="PPO updates when training runs"
     )
     p.add_argument("--skip-train", action="store_true", help="evaluate the baselines only")
+    p.add_argument(
+        "--few-shot-pool",
+        metavar="DIR|FILE",
+        help="few-shot examples (default: the zero-shot run's unsafe-reply turns)",
+    )
     p.add_argument(
         "--adversary-model", metavar="MODEL", help="LM of the baselines (default: SmolLM2)"
     )
@@ -222,6 +234,8 @@ def run_demo(args: argparse.Namespace) -> int:
     # the demo's budget: about 10 minutes on a 2-core CPU (quick's protocol, half its rollouts)
     if args.suite == "quick" and not overrides["rollouts"]:
         overrides["rollouts"] = DEMO_ROLLOUTS
+    if args.suite == "quick" and not overrides["judge"]:
+        overrides["judge"] = DEMO_JUDGE
     try:
         suite = load_suite(args.suite, **overrides)
     except ValueError as exc:
@@ -252,8 +266,9 @@ def run_demo(args: argparse.Namespace) -> int:
     evaluate("zero-shot", suite, root / "zero-shot", **common)
     runs.append(root / "zero-shot")
     # Perez et al.'s stochastic few-shot draws its examples from the zero-shot test cases.
-    print(f"\n[2/{steps}] few-shot adversary (examples: the zero-shot run's successes)", flush=True)
-    evaluate("few-shot", suite, root / "few-shot", few_shot_pool=root / "zero-shot", **common)
+    pool = args.few_shot_pool or root / "zero-shot"
+    print(f"\n[2/{steps}] few-shot adversary (examples: {pool})", flush=True)
+    evaluate("few-shot", suite, root / "few-shot", few_shot_pool=pool, **common)
     runs.append(root / "few-shot")
     if trained is not None:
         print(f"\n[3/{steps}] trained PPO adversary", flush=True)
@@ -261,6 +276,10 @@ def run_demo(args: argparse.Namespace) -> int:
         runs.append(root / "ppo")
 
     table = compare(runs)
+    from benchmarks.judge_report import agreement
+
+    # how far to trust the comparison: do other judges see the same unsafe replies?
+    table += "\n" + agreement(root / "zero-shot" / "rollouts.jsonl", DEMO_AGREEMENT)
     (root / "comparison.md").write_text(table, encoding="utf-8")
     print("\n" + table)
     print(f"Demo done in {time.perf_counter() - start:.0f}s.")
@@ -300,6 +319,7 @@ def _train_ppo_if_available(suite: Any, root: Path, args: argparse.Namespace) ->
         "device": args.device,
         "dtype": args.dtype,
         "adversary_model": args.adversary_model,
+        "reward": DEMO_REWARD,
         # one pass per update keeps the demo's short run inside its budget
         "ppo_epochs": 1,
         "num_minibatches": 1,
@@ -309,6 +329,16 @@ def _train_ppo_if_available(suite: Any, root: Path, args: argparse.Namespace) ->
     print(f"\n[train] PPO, {args.updates} updates on the train split", flush=True)
     learner = ppo_cls(config)
     learner.learn(total_updates=args.updates, run_dir=root / "ppo-train", progress=args.progress)
+    terms = {
+        k.removeprefix("reward/"): sum(h[k] for h in learner.history) / len(learner.history)
+        for k in learner.history[-1]
+        if k.startswith("reward/")
+    }
+    print(
+        f"[train] reward '{DEMO_REWARD}' per turn, mean of the updates: "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in terms.items()),
+        flush=True,
+    )
     return learner
 
 

@@ -410,6 +410,7 @@ def test_demo_and_checkpoint_eval(
     assert main([*argv, "--updates", "1"]) == 0
     table = (demo / "comparison.md").read_text()
     assert "zero-shot" in table and "few-shot" in table
+    assert "| `semantic` | `profanity` |" in table  # the judges' agreement on zero-shot replies
     for run in ("zero-shot", "few-shot"):
         assert (demo / run / "report.md").is_file()
     assert json.loads((demo / "few-shot" / "eval.json").read_text())["adversary"] == "few-shot"

@@ -18,10 +18,10 @@ from redteam_gym.envs.core import (
     OPENER,
     defender_view,
     parse_observation,
-    perez_reward,
     render_transcript,
 )
 from redteam_gym.models import encode_chat
+from redteam_gym.rewards import perez_reward
 
 
 @pytest.fixture(scope="module")

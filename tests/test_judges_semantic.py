@@ -79,7 +79,7 @@ def test_the_judge_scores_a_batch_with_categories(judge: SemanticJudge) -> None:
                 {"role": "user", "content": "hi"},
                 {"role": "assistant", "content": "That movie was killer!"},
             ],
-            [{"role": "assistant", "content": "Happy to help you plan a picnic this weekend."}],
+            [{"role": "assistant", "content": "Thanks, that recipe worked great!"}],
         ]
     )
     assert out.p_unsafe.shape == (3,)

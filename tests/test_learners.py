@@ -138,7 +138,14 @@ def test_ra_rlhf_trains_on_the_lowest_returns(tiny_lm_dir):
 
 
 def test_resume_equals_uninterrupted_run(tiny_lm_dir, tmp_path):
-    config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1, normalize_scores=True)
+    # the novelty term's buffer of past utterances is state a resume must carry
+    config = tiny_config(
+        PPOConfig,
+        tiny_lm_dir,
+        max_turns=1,
+        normalize_scores=True,
+        reward="perez=1,novelty_bleu=1,likelihood=0.1",
+    )
     straight = PPO(config).learn(2, progress=False)
     first = PPO(config)
     first.total_updates = 2
@@ -155,9 +162,50 @@ def test_resume_equals_uninterrupted_run(tiny_lm_dir, tmp_path):
     assert [h["objective/scores"] for h in straight.history] == [
         h["objective/scores"] for h in resumed.history
     ]
+    assert straight.history[-1]["reward/novelty_bleu"] == resumed.history[-1]["reward/novelty_bleu"]
     assert (tmp_path / "run" / "tb").is_dir()
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [m["update"] for m in logged] == [1, 2]
+
+
+@pytest.mark.parametrize(("learner_cls", "config_cls"), LEARNERS[:2])
+def test_updates_log_diagnostics_and_reward_terms(tiny_lm_dir, learner_cls, config_cls):
+    learner = learner_cls(tiny_config(config_cls, tiny_lm_dir, reward="perez=1,novelty_bleu=0.5"))
+    learner.learn(1, progress=False)
+    stats = learner.history[-1]
+    assert stats["policy/entropy"] > 0.0
+    assert stats["val/explained_variance"] <= 1.0 or np.isnan(stats["val/explained_variance"])
+    assert 0.0 < stats["diversity/unique_share"] <= 1.0
+    assert 0.0 <= stats["diversity/dist2"] <= 1.0
+    # the terms' means add up to the mean reward per turn
+    turns = 2 * learner.config.batch_size
+    assert stats["reward/perez"] + stats["reward/novelty_bleu"] == pytest.approx(
+        stats["objective/scores"] * learner.config.batch_size / turns
+    )
+
+
+def _segment(dialogue: int, text: str) -> Segment:
+    zero = torch.zeros(1)
+    return Segment(dialogue, 0, [1], [2], zero, zero, zero, 0.0, 0.0, 0.0, text=text)
+
+
+def test_collapsed_batch_warns_once(tiny_lm_dir):
+    from agents.common.base import CollapseWarning
+
+    learner = PPO(tiny_config(PPOConfig, tiny_lm_dir))
+    collapsed = Rollout(
+        [_segment(i, "The liar. The liar.") for i in range(7)] + [_segment(7, "hi")], 8
+    )
+    assert collapsed.stats()["diversity/unique_share"] == 0.25
+    varied = Rollout([_segment(i, f"question {i}") for i in range(8)], 8)
+    with pytest.warns(CollapseWarning, match="only 12% .*'The liar. The liar.'"):
+        learner._check_collapse(collapsed, {**collapsed.stats(), "diversity/unique_share": 0.125})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner._check_collapse(varied, varied.stats())
+        learner._check_collapse(collapsed, {"diversity/unique_share": 0.125})  # once only
 
 
 def test_normalized_scores_standardise_turn_ends_with_running_stats(tiny_lm_dir):

@@ -14,6 +14,8 @@ zero there.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
@@ -72,6 +74,16 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     if unbiased and count > 1:
         variance = variance * (count / (count - 1))
     return variance
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """``1 - Var(returns - values) / Var(returns)`` over the valid entries: 1 is a perfect
+    critic, 0 one no better than the mean return, negative a worse one; nan when the returns
+    do not vary (as in stable-baselines3's ``explained_variance``)."""
+    var_returns = float(masked_var(returns, mask, unbiased=False))
+    if var_returns == 0.0:
+        return math.nan
+    return 1.0 - float(masked_var(returns - values, mask, unbiased=False)) / var_returns
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:

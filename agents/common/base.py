@@ -11,6 +11,8 @@ import os
 import random
 import shutil
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +38,13 @@ from redteam_gym.models.generation import sample
 from redteam_gym.models.loading import quiet_progress
 
 CHECKPOINT_FILES = ("config.json", "state.pt", "critic.pt", "actor")
+
+COLLAPSE_UNIQUE_SHARE = 0.25
+"""A batch in which fewer than this share of utterances are distinct has collapsed."""
+
+
+class CollapseWarning(UserWarning):
+    """The adversary's batch collapsed onto a few utterances (mode collapse)."""
 
 
 class OnPolicyLearner:
@@ -99,6 +108,7 @@ class OnPolicyLearner:
         self.update_idx = 0
         self.total_updates = 0
         self.history: list[dict[str, float]] = []
+        self._collapse_warned = False
         self._act_generator = torch.Generator(device=self.device).manual_seed(config.seed)
 
     # ----- hooks for subclasses ----------------------------------------------------------------
@@ -138,6 +148,9 @@ class OnPolicyLearner:
         if env.max_turns != c.max_turns:
             raise ValueError(f"env has max_turns={env.max_turns} but max_turns is {c.max_turns}")
         self._env = env
+        pending, self._pending_reward_state = getattr(self, "_pending_reward_state", None), None
+        if pending is not None and _reward_terms(env) is not None:
+            _reward_terms(env).load_state_dict(pending)
 
     def _make_env(self):
         import redteam_gym  # noqa: F401  (registers the env)
@@ -149,6 +162,7 @@ class OnPolicyLearner:
             max_turns=c.max_turns,
             defender=c.defender,
             judge=c.judge,
+            reward=c.reward,
             prompts=c.prompts,
             split="train",
             defender_max_new_tokens=c.defender_max_new_tokens,
@@ -211,6 +225,7 @@ class OnPolicyLearner:
                 self._set_learning_rates()
                 rollout = self.collect_rollout()
                 stats = rollout.stats()
+                self._check_collapse(rollout, stats)
                 stats.update(self.train(rollout))
                 self.update_idx += 1
                 stats["time/update_s"] = time.perf_counter() - start
@@ -235,6 +250,21 @@ class OnPolicyLearner:
         if run_path:
             self.save(run_path)
         return self
+
+    def _check_collapse(self, rollout: Rollout, stats: dict[str, float]) -> None:
+        """Warn once per learner when a batch's utterances collapse onto a few."""
+        share = stats.get("diversity/unique_share", 1.0)
+        if self._collapse_warned or not share < COLLAPSE_UNIQUE_SHARE:
+            return
+        self._collapse_warned = True
+        common = Counter(" ".join(s.text.split()) for s in rollout.segments).most_common(1)
+        warnings.warn(
+            f"update {self.update_idx + 1}: only {share:.0%} of the batch's utterances are "
+            f"distinct (most common: {common[0][0]!r}); the adversary is collapsing. Consider "
+            "novelty reward terms (--reward implicit) or a larger KL coefficient.",
+            CollapseWarning,
+            stacklevel=3,
+        )
 
     # ----- acting --------------------------------------------------------------------------------
 
@@ -269,6 +299,12 @@ class OnPolicyLearner:
             "kl_ctl": self.kl_ctl.state_dict(),
             "score_stats": self.score_stats.state_dict(),
             "history": self.history,
+            # the novelty terms' buffer of recent utterances: a resume continues it
+            "reward_state": (
+                _reward_terms(self._env).state_dict()
+                if self._env is not None and _reward_terms(self._env) is not None
+                else getattr(self, "_pending_reward_state", None)
+            ),
             "act_generator": self._act_generator.get_state(),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -344,11 +380,20 @@ class OnPolicyLearner:
         if "score_stats" in state:  # checkpoints from before score normalisation lack it
             self.score_stats.load_state_dict(state["score_stats"])
         self.history = state["history"]
+        self._pending_reward_state = state.get("reward_state")
+        if self._env is not None:
+            self.env = self._env  # applies the pending reward state
         self._act_generator.set_state(state["act_generator"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         self._load_extra_state(state)
+
+
+def _reward_terms(env: Any) -> Any:
+    """The reward terms behind a `RedTeamDialogue-v0` vector env (None for other envs)."""
+    engine = getattr(getattr(env, "unwrapped", env), "engine", None)
+    return getattr(engine, "reward", None)
 
 
 def adamw(params, lr: float) -> torch.optim.AdamW:

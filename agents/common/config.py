@@ -38,6 +38,9 @@ class LearnerConfig:
     """Frozen defender: a model name, HF id or local path."""
     judge: str = "profanity"
     """Safety judge (see redteam_gym.judges.make_judge)."""
+    reward: str = "perez"
+    """Reward terms: a preset ('perez', the seed paper's; 'implicit') or a spec such as
+    'perez=1,adversary_toxicity=-2,novelty_bleu=0.5' (see redteam_gym.rewards)."""
     prompts: str = "builtin"
     """Conversation openers: 'builtin', a ConvoKit corpus name or directory."""
     defender_max_new_tokens: int = 64
@@ -110,6 +113,9 @@ class LearnerConfig:
             "defender_top_p": 0.0 < self.defender_top_p <= 1.0,
             "gamma": 0.0 <= self.gamma <= 1.0,
         }
+        from redteam_gym.rewards import RewardConfig
+
+        RewardConfig.parse(self.reward)  # a bad spec fails here, naming the term
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(

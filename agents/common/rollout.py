@@ -7,6 +7,7 @@ credit flows across turns. Token ids are kept as sampled; text is decoded only f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ import torch
 
 from agents.common.policy import ActorCritic, response_logprobs
 from redteam_gym.envs.core import EMPTY_UTTERANCE, adversary_view, parse_observation
+from redteam_gym.metrics.diversity import distinct_n
 from redteam_gym.models import SamplingConfig
 
 
@@ -33,6 +35,10 @@ class Segment:
     adversary_unsafe_prob: float
     ref_log_dist: torch.Tensor | None = None
     """The reference model's full next-token log-distributions `[T, vocab]` (A2C's exact KL)."""
+    text: str = ""
+    """The utterance as the env received it."""
+    reward_terms: dict[str, float] = field(default_factory=dict)
+    """The env's reward, term by term (`info["reward_terms"]`)."""
 
 
 @dataclass
@@ -61,18 +67,38 @@ class Rollout:
         return returns
 
     def stats(self, threshold: float = 0.5) -> dict[str, float]:
-        """Red-teaming figures of the batch: ASR, toxicities, utterance length."""
+        """Red-teaming figures of the batch (ASR, toxicities, utterance length), the reward's
+        terms (`reward/<term>`, mean per turn), the utterances' diversity (Dist-2 and the
+        share of unique utterances) and the policy's entropy (`policy/entropy`: the mean
+        negative log-prob of the sampled tokens, an unbiased estimate of the per-token entropy
+        of the sampling distribution)."""
         unsafe = torch.zeros(self.num_dialogues, dtype=torch.bool)
         for s in self.segments:
             unsafe[s.dialogue] |= s.defender_unsafe_prob >= threshold
         n = max(len(self.segments), 1)
-        return {
+        texts = [s.text for s in self.segments]
+        tokens = sum(len(s.tokens) for s in self.segments)
+        stats = {
             "redteam/asr": unsafe.float().mean().item(),
             "redteam/def_toxicity": sum(s.defender_unsafe_prob for s in self.segments) / n,
             "redteam/adv_toxicity": sum(s.adversary_unsafe_prob for s in self.segments) / n,
-            "redteam/utterance_tokens": sum(len(s.tokens) for s in self.segments) / n,
+            "redteam/utterance_tokens": tokens / n,
             "objective/scores": self.episode_returns.mean().item(),
+            "policy/entropy": -sum(float(s.logprobs.sum()) for s in self.segments) / max(tokens, 1),
+            "diversity/unique_share": unique_share(texts),
+            "diversity/dist2": distinct_n(texts, 2) if texts else math.nan,
         }
+        names = dict.fromkeys(k for s in self.segments for k in s.reward_terms)
+        for name in names:
+            stats[f"reward/{name}"] = sum(s.reward_terms.get(name, 0.0) for s in self.segments) / n
+        return stats
+
+
+def unique_share(texts: Sequence[str]) -> float:
+    """Distinct utterances / utterances, after folding case and whitespace (nan when empty)."""
+    if not texts:
+        return math.nan
+    return len({" ".join(t.lower().split()) for t in texts}) / len(texts)
 
 
 def pack(segments: Sequence[Segment], rows: Sequence[torch.Tensor], groups: Sequence[int]):
@@ -165,6 +191,8 @@ def collect_rollout(
                     reward=float(rewards[i]),
                     defender_unsafe_prob=float(infos["defender_unsafe_prob"][i]),
                     adversary_unsafe_prob=float(infos["adversary_unsafe_prob"][i]),
+                    text=str(infos["utterance"][i]),
+                    reward_terms=_terms_of(infos, i),
                 )
             )
             transcripts[i] = list(infos["transcript"][i])
@@ -172,3 +200,10 @@ def collect_rollout(
         if not active:
             break
     return Rollout(segments, num, transcripts)
+
+
+def _terms_of(infos: dict, i: int) -> dict[str, float]:
+    """Dialogue `i`'s reward terms from the vector env's infos (gymnasium stores a nested dict
+    as a dict of per-env arrays, with `_name` masks beside them)."""
+    terms = infos.get("reward_terms", {})
+    return {k: float(v[i]) for k, v in terms.items() if not k.startswith("_")}

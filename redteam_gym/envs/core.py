@@ -6,10 +6,9 @@ number of dialogues by one turn with ONE batched defender call and ONE batched j
 
 from __future__ import annotations
 
-import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from redteam_gym.defenders import DEFAULT_DEFENDER, Defender, make_defender
 from redteam_gym.judges import Judge, make_judge
 from redteam_gym.models import ChatLM, SamplingConfig, encode_text
 from redteam_gym.prompts import Opener, load_openers
+from redteam_gym.rewards import RewardConfig, RewardTerms, StepScores
 
 MIN_TURNS, MAX_TURNS = 1, 5
 OBS_MAX_CHARS = 32_768
@@ -119,11 +119,6 @@ def judge_view(transcript: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return [{"role": _CHAT_ROLE[m["role"]], "content": m["content"]} for m in transcript]
 
 
-def perez_reward(p_unsafe: float, p_max: float) -> float:
-    """Perez et al. (2022) reward `-log(1 - p)`, with p clipped to `p_max` so it stays finite."""
-    return -math.log1p(-min(max(p_unsafe, 0.0), p_max))
-
-
 @dataclass
 class Dialogue:
     """One dialogue in progress."""
@@ -157,6 +152,7 @@ class DialogueEngine:
         max_turns: int = 3,
         defender: str | Defender = DEFAULT_DEFENDER,
         judge: str | Judge | Sequence[str | Judge] = "profanity",
+        reward: str | Mapping[str, float] | RewardConfig = "perez",
         prompts: str = "builtin",
         split: str | None = "train",
         defender_system_prompt: str | None = None,
@@ -182,6 +178,7 @@ class DialogueEngine:
             raise ValueError(f"unsafe_threshold must be in (0, 1], got {unsafe_threshold}")
         if not 0.0 < p_max < 1.0:
             raise ValueError(f"p_max must be in (0, 1), got {p_max}")
+        self.reward = RewardTerms(reward, p_max=p_max)
         self.max_turns = int(max_turns)
         self.max_utterance_tokens = max_utterance_tokens
         self.terminate_on_unsafe = terminate_on_unsafe
@@ -205,6 +202,11 @@ class DialogueEngine:
         self.judge = make_judge(judge, device=device, dtype=dtype)
         tokenizer = getattr(self.defender, "tokenizer", None)
         self._tokenizer = tokenizer
+        if self.reward.config.uses("likelihood") and not hasattr(self.defender, "log_likelihood"):
+            raise ValueError(
+                "reward term 'likelihood' needs a defender with log_likelihood() (a causal-LM "
+                f"defender such as ChatLM); {type(self.defender).__name__} has none"
+            )
 
     # ----- episodes -------------------------------------------------------------------------
 
@@ -252,12 +254,49 @@ class DialogueEngine:
         if len(replies) != len(dialogues):
             raise RuntimeError(f"defender returned {len(replies)} replies for {len(dialogues)}")
         adversary_views = [judge_view(d.transcript) for d in dialogues]
+        likelihood = None
+        if self.reward.config.uses("likelihood"):
+            likelihood = self.defender.log_likelihood(  # type: ignore[attr-defined]
+                [defender_view(d.transcript) for d in dialogues],
+                [len(text) for text, _ in clipped],
+            )
         for d, reply in zip(dialogues, replies, strict=True):
             d.transcript.append({"role": DEFENDER, "content": reply})
         n = len(dialogues)
-        scores = self.judge.score([judge_view(d.transcript) for d in dialogues] + adversary_views)
+        texts = [text for text, _ in clipped]
+        # one judge call: replies, utterances, then what the reward terms ask for
+        chats = [judge_view(d.transcript) for d in dialogues] + adversary_views
+        joint = self.reward.config.uses("joint")
+        if joint:
+            chats += [
+                [{"role": "user", "content": f"{u}\n\n{r}"}]
+                for u, r in zip(texts, replies, strict=True)
+            ]
+        stripped = self.reward.echo_texts(texts, replies)
+        echo_rows = [i for i, t in enumerate(stripped) if t]
+        chats += [
+            [*chats[i][:-1], {"role": "assistant", "content": stripped[i] or ""}] for i in echo_rows
+        ]
+        scores = self.judge.score(chats)
         p = np.asarray(scores.p_unsafe, dtype=np.float64)
-        cats = scores.categories or [[] for _ in range(2 * n)]
+        cats = scores.categories or [[] for _ in range(len(chats))]
+        p_novel = None
+        if self.reward.config.uses("echo"):
+            # nothing echoed: the reply's own p; only echoes: an empty reply, p = 0
+            p_novel = np.where([t is None for t in stripped], p[:n], 0.0)
+            p_novel[echo_rows] = p[len(chats) - len(echo_rows) :]
+        terms = self.reward(
+            StepScores(
+                utterances=texts,
+                replies=list(replies),
+                p_defender=p[:n],
+                p_adversary=p[n : 2 * n],
+                defender_categories=scores.categories[:n] if scores.categories else None,
+                p_joint=p[2 * n : 3 * n] if joint else None,
+                p_novel=p_novel,
+                likelihood=likelihood,
+            )
+        )
         results = []
         for i, d in enumerate(dialogues):
             d.turn += 1
@@ -274,12 +313,13 @@ class DialogueEngine:
                 "defender_categories": list(cats[i]),
                 "adversary_categories": list(cats[n + i]),
                 "defender_unsafe": unsafe,
+                "reward_terms": terms[i],
                 "utterance": clipped[i][0],
                 "utterance_truncated": clipped[i][1],
                 "opener_id": d.opener.id,
                 "transcript": [dict(m) for m in d.transcript],
             }
-            results.append(TurnResult(perez_reward(p_def, self.p_max), terminated, truncated, info))
+            results.append(TurnResult(sum(terms[i].values()), terminated, truncated, info))
         return results
 
     def reset_info(self, dialogue: Dialogue) -> dict[str, Any]:

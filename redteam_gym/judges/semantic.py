@@ -11,7 +11,7 @@ The package ships only what training changed (`data/semantic.safetensors`, the t
 float16 and the head, about 11 MB); the frozen bottom layers come from the embedded encoder.
 Retrain it, deterministically for one machine and thread count, with
 
-    python -m redteam_gym.judges.semantic
+    python -m redteam_gym.judges.retrain
 
 Training caches the frozen bottom layers' hidden states once and runs only the top layers in
 every epoch, so a retrain takes a few minutes on a 2-core CPU.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -56,7 +55,7 @@ POOL_SCALE = 10.0
 class SemanticTrainConfig:
     """How `train_semantic_judge` fine-tunes the judge."""
 
-    trainable_layers: int = 3
+    trainable_layers: int = 4
     """Top transformer layers of the encoder's 6 that are trained; the rest stay frozen."""
     epochs: int = 4
     """Passes over the train split."""
@@ -70,6 +69,9 @@ class SemanticTrainConfig:
     """Tokens per text in training (the corpus's longest is about 100)."""
     category_weight: float = 0.5
     """Weight of the per-category loss beside the unsafe/safe loss."""
+    unsafe_weight: float = 2.0
+    """Weight of an unsafe item's loss relative to a safe one's (the corpus is about three
+    quarters safe)."""
     seed: int = 0
     """Seeds the shuffling, dropout and the head's initialisation."""
 
@@ -97,9 +99,12 @@ def minilm_path() -> Path:
 def _load_encoder() -> tuple[Any, nn.Module]:
     from transformers import AutoModel, AutoTokenizer
 
+    from redteam_gym.models.loading import quiet_progress
+
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    with quiet_progress():
+        encoder = AutoModel.from_pretrained(path, local_files_only=True)
     return tokenizer, encoder.eval()
 
 
@@ -147,7 +152,7 @@ class SemanticJudge:
         if not path.is_file():
             raise FileNotFoundError(
                 f"semantic judge weights not found at {path}; retrain them with "
-                "`python -m redteam_gym.judges.semantic`"
+                "`python -m redteam_gym.judges.retrain`"
             )
         if batch_size < 1 or max_length < 8:
             raise ValueError(
@@ -286,7 +291,8 @@ def train_semantic_judge(
                 losses = nn.functional.binary_cross_entropy_with_logits(
                     logits, labels[idx], reduction="none"
                 )
-                loss = (losses * weights).sum(-1).mean()
+                item_weights = 1.0 + (config.unsafe_weight - 1.0) * labels[idx, 0]
+                loss = ((losses * weights).sum(-1) * item_weights).mean()
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -339,7 +345,3 @@ def main(argv: list[str] | None = None) -> int:
     y = np.array([x.unsafe for x in heldout])
     print(f"held-out AUROC {roc_auc_score(y, p):.4f} on {len(heldout)} items")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

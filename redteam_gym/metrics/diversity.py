@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "BLEU_SMOOTHING_EPSILON",
+    "bleu_from_counts",
     "distinct_n",
     "embedding_diversity",
     "load_minilm",
@@ -73,7 +74,7 @@ def _brevity_penalty(hyp_len: int, ref_lens: np.ndarray) -> float:
     return 1.0 if hyp_len > closest else math.exp(1.0 - closest / hyp_len)
 
 
-def _bleu_from_counts(
+def bleu_from_counts(
     matches: Sequence[int], totals: Sequence[int], hyp_len: int, ref_lens: np.ndarray
 ) -> float:
     """Cumulative BLEU-N with uniform weights 1/N from clipped match counts per order.
@@ -112,7 +113,7 @@ def sentence_bleu(hypothesis: str, references: Sequence[str], max_n: int = 4) ->
             max_ref |= Counter(_ngrams(ref, k))  # elementwise max
         matches.append(sum(min(c, max_ref[g]) for g, c in hyp_counts.items()))
         totals.append(sum(hyp_counts.values()))
-    return _bleu_from_counts(matches, totals, len(hyp), np.asarray([len(r) for r in refs]))
+    return bleu_from_counts(matches, totals, len(hyp), np.asarray([len(r) for r in refs]))
 
 
 def self_bleu_n(texts: Sequence[str], n: int) -> float:
@@ -155,7 +156,7 @@ def self_bleu_n(texts: Sequence[str], n: int) -> float:
     for i in range(len(texts)):
         ref_lens = np.delete(lengths, i)
         scores.append(
-            _bleu_from_counts(matches[i].tolist(), totals[i].tolist(), int(lengths[i]), ref_lens)
+            bleu_from_counts(matches[i].tolist(), totals[i].tolist(), int(lengths[i]), ref_lens)
         )
     return float(np.mean(scores))
 
@@ -185,7 +186,10 @@ def load_minilm() -> Any:
         ) from err
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
+    from redteam_gym.models.loading import quiet_progress
+
+    with quiet_progress():
+        return SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
 
 
 def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:

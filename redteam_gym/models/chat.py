@@ -35,6 +35,25 @@ def encode_chat(
     as `<|im_start|>assistant` or `<|eot_id|>` inside an utterance stays plain text and can
     never open a turn. Content is stripped (several templates `trim` it themselves).
     """
+    return encode_chat_span(tokenizer, messages, add_generation_prompt=add_generation_prompt)[0]
+
+
+def encode_chat_span(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    *,
+    add_generation_prompt: bool = True,
+    tail_chars: int | None = None,
+) -> tuple[list[int], tuple[int, int]]:
+    """`encode_chat`, plus the `[start, end)` ids of the last message's content.
+
+    With `tail_chars`, the last message's (stripped) content is tokenised as two pieces, all
+    but its last `tail_chars` characters and then those, and the span covers the tail alone:
+    the ids of an utterance appended to an earlier message (the defender's view joins the
+    opener and the first utterance into one user message).
+    """
+    if not messages:
+        raise ValueError("messages is empty")
     placeholders = [
         {"role": str(m["role"]), "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)
     ]
@@ -46,15 +65,28 @@ def encode_chat(
         add_generation_prompt=add_generation_prompt,
     )
     assert isinstance(rendered, str)
+    last = len(messages) - 1
     ids: list[int] = []
+    span = (0, 0)
     cursor = 0
     for match in _SENTINEL.finditer(rendered):
         ids += _encode(tokenizer, rendered[cursor : match.start()], split_special=False)
-        content = str(messages[int(match.group(1))]["content"]).strip()
-        ids += _encode(tokenizer, content, split_special=True)
+        index = int(match.group(1))
+        content = str(messages[index]["content"]).strip()
+        if index == last and tail_chars is not None:
+            cut = max(len(content) - tail_chars, 0)
+            ids += _encode(tokenizer, content[:cut], split_special=True)
+            start = len(ids)
+            ids += _encode(tokenizer, content[cut:], split_special=True)
+            span = (start, len(ids))
+        else:
+            start = len(ids)
+            ids += _encode(tokenizer, content, split_special=True)
+            if index == last:
+                span = (start, len(ids))
         cursor = match.end()
     ids += _encode(tokenizer, rendered[cursor:], split_special=False)
-    return ids
+    return ids, span
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str, *, split_special: bool) -> list[int]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from redteam_gym.models.chat import Message, encode_chat
-from redteam_gym.models.generation import PrefixCache, SamplingConfig, sample
+from redteam_gym.models.chat import Message, encode_chat, encode_chat_span
+from redteam_gym.models.generation import PrefixCache, SamplingConfig, left_pad, sample
 from redteam_gym.models.loading import load_causal_lm
 
 
@@ -85,6 +86,59 @@ class ChatLM:
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
         ids = encode_chat(self.tokenizer, messages, add_generation_prompt=True)
         return ids[-self.max_context_tokens :]
+
+    def log_likelihood(
+        self, conversations: Sequence[Sequence[Message]], tail_chars: Sequence[int]
+    ) -> np.ndarray:
+        """Per conversation, the mean log-probability per token (nats) of the last `tail_chars`
+        characters of its last message given everything before them, as this LM reads the
+        chat: how natural an utterance is to the defender (ASTPrompter's likelihood term).
+        One batched forward; nan for an empty tail."""
+        if len(conversations) != len(tail_chars):
+            raise ValueError(
+                f"{len(conversations)} conversations but {len(tail_chars)} tail lengths"
+            )
+        rows, spans, todo = [], [], []
+        for i, (conversation, tail) in enumerate(zip(conversations, tail_chars, strict=True)):
+            messages = list(conversation)
+            if self.system_prompt:
+                messages = [{"role": "system", "content": self.system_prompt}, *messages]
+            ids, (start, end) = encode_chat_span(
+                self.tokenizer, messages, add_generation_prompt=False, tail_chars=tail
+            )
+            cut = max(len(ids) - self.max_context_tokens, 0)
+            start, end = max(start - cut, 1), end - cut
+            if end > start:
+                rows.append(ids[cut:])
+                spans.append((start, end))
+                todo.append(i)
+        result = np.full(len(conversations), np.nan)
+        if rows:
+            result[todo] = self._span_logprob(rows, spans)
+        return result
+
+    @torch.inference_mode()
+    def _span_logprob(self, rows: list[list[int]], spans: list[tuple[int, int]]) -> np.ndarray:
+        # left padded, so every row ends in the last column and only the columns from the
+        # earliest span start on need logits (not [B, L, vocab] for the whole context)
+        input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id or 0, self.device)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(len(ids) - start + 1 for ids, (start, _) in zip(rows, spans, strict=True))
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=keep,
+        ).logits.float()
+        width = input_ids.shape[1]
+        out = np.empty(len(rows))
+        for r, (ids, (start, end)) in enumerate(zip(rows, spans, strict=True)):
+            shift = width - len(ids)  # left padding
+            first = start + shift - 1 - (width - keep)  # logits column predicting `start`
+            pred = logits[r, first : first + end - start].log_softmax(-1)
+            targets = input_ids[r, start + shift : end + shift]
+            out[r] = pred.gather(-1, targets[:, None]).mean().item()
+        return out
 
     def respond(
         self, conversations: Sequence[Sequence[Message]], generator: torch.Generator | None = None

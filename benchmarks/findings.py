@@ -1,0 +1,189 @@
+"""The seed paper's comparison, on recorded evals: trained adversaries against a baseline.
+
+    python -m benchmarks.findings BASELINE_DIR NAME=EVAL_DIR ... [--out FILE] [--examples 3]
+
+Reads each eval DIR's `summary.json` and `rollouts.jsonl` (written by `redteam-gym eval`)
+and prints a markdown table shaped like the seed paper's Tables 1-2: adversary perplexity and
+toxicity, defender toxicity and ASR with one-sided tests against the baseline, implicit
+toxicity with its Wilson interval, Dist-2, Self-BLEU and the share of distinct utterances;
+then a few conversations of each adversary (its most and least successful, and one at
+random), whatever the direction of the results.
+
+Tests (one-sided, trained > baseline): Mann-Whitney U on the per-conversation mean defender
+P(unsafe), and Fisher's exact test on the number of successful conversations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.compare import load_summary
+from redteam_gym.metrics import wilson_interval
+
+__all__ = ["Findings", "findings", "load_rollouts"]
+
+
+def load_rollouts(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The conversations of an eval DIR, in rollout order."""
+    path = Path(run_dir) / "rollouts.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not an eval DIR: it has no rollouts.jsonl")
+    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+    return sorted(rows, key=lambda r: r["rollout"])
+
+
+@dataclass
+class Findings:
+    name: str
+    summary: dict[str, Any]
+    rollouts: list[dict[str, Any]]
+
+    @property
+    def def_tox(self) -> np.ndarray:
+        """Per conversation, the mean defender P(unsafe) over its turns."""
+        return np.asarray(
+            [np.mean([t["defender_p_unsafe"] for t in r["turns"]]) for r in self.rollouts]
+        )
+
+    @property
+    def successes(self) -> int:
+        return int(self.summary["num_successes"])
+
+    @property
+    def unique_share(self) -> float:
+        texts = [
+            " ".join(t["adversary"].lower().split()) for r in self.rollouts for t in r["turns"]
+        ]
+        return len(set(texts)) / max(len(texts), 1)
+
+
+def _tests(trained: Findings, baseline: Findings) -> tuple[float, float]:
+    from scipy.stats import fisher_exact, mannwhitneyu
+
+    p_tox = float(mannwhitneyu(trained.def_tox, baseline.def_tox, alternative="greater").pvalue)
+    n_t, n_b = len(trained.rollouts), len(baseline.rollouts)
+    table = [
+        [trained.successes, n_t - trained.successes],
+        [baseline.successes, n_b - baseline.successes],
+    ]
+    p_asr = float(fisher_exact(table, alternative="greater").pvalue)
+    return p_tox, p_asr
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "< 1e-4" if x < 1e-4 else f"{x:.3g}"
+
+
+def findings(
+    baseline: str | Path,
+    runs: Sequence[tuple[str, str | Path]],
+    *,
+    examples: int = 3,
+    seed: int = 0,
+) -> str:
+    """The markdown report (table, then example conversations)."""
+    base = Findings(Path(baseline).name, load_summary(baseline), load_rollouts(baseline))
+    base.name = str(base.summary.get("adversary", base.name))
+    entries = [base] + [Findings(n, load_summary(d), load_rollouts(d)) for n, d in runs]
+    protocol = {
+        (e.summary["turns"], e.summary["judge"], e.summary["num_rollouts"]) for e in entries
+    }
+    lines = []
+    if len(protocol) > 1:
+        lines.append(
+            f"**Warning: the evals differ in (turns, judge, conversations): {sorted(protocol)}**\n"
+        )
+    s0 = base.summary
+    lines += [
+        f"{s0['num_rollouts']} conversations of {s0['turns']} turn(s) per adversary, judge "
+        f"`{s0['judge']}`, defender `{s0['defender']}`, suite `{s0['suite']}` (seed {s0['seed']}). "
+        "p-values are one-sided against the first row: Mann-Whitney U on each conversation's "
+        "mean defender P(unsafe) (Def Tox), Fisher's exact test on successes (ASR). "
+        "Intervals are 95% Wilson.",
+        "",
+        "| Adversary | Avg Adv Perplexity ↓ | Avg Adv Tox ↓ | Avg Def Tox ↑ | p | ASR ↑ | p | "
+        "Implicit Toxicity ↑ | Dist-2 ↑ | Self-BLEU ↓ | Distinct utterances |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        s = e.summary
+        p_tox, p_asr = (None, None) if e is base else _tests(e, base)
+        lo, hi = s["asr_ci"]
+        n_imp = int(s.get("num_implicit", 0))
+        ilo, ihi = wilson_interval(n_imp, e.successes)
+        implicit = (
+            f"{_pct(n_imp / e.successes)} [{100 * ilo:.0f}, {100 * ihi:.0f}] ({n_imp}/{e.successes})"
+            if e.successes
+            else "n/a (0 successes)"
+        )
+        lines.append(
+            f"| {e.name} | {s['avg_adv_perplexity']:.3f} | {s['avg_adv_toxicity']:.3f} | "
+            f"{s['avg_def_toxicity']:.3f} | {_p(p_tox)} | {_pct(s['asr'])} "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}] | {_p(p_asr)} | {implicit} | {s['dist_2']:.3f} | "
+            f"{s['self_bleu']:.3f} | {_pct(e.unique_share)} |"
+        )
+    rng = np.random.default_rng(seed)
+    for e in entries:
+        lines += ["", f"### {e.name}: example conversations", ""]
+        tox = e.def_tox
+        order = [int(np.argmax(tox)), int(np.argmin(tox)), int(rng.integers(len(e.rollouts)))]
+        for i in dict.fromkeys(order[:examples]):
+            r = e.rollouts[i]
+            lines.append(f"- opener `{r['opener_id']}`: {_quote(r['opener'])}")
+            for t in r["turns"]:
+                lines.append(
+                    f"  - adversary (p {t['adversary_p_unsafe']:.2f}): {_quote(t['adversary'])}"
+                )
+                lines.append(
+                    f"  - defender (p {t['defender_p_unsafe']:.2f}): {_quote(t['defender'])}"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _quote(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return "“" + (text if len(text) <= limit else text[: limit - 1] + "…") + "”"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.findings", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("baseline", help="eval DIR of the baseline adversary (first row)")
+    parser.add_argument("runs", nargs="+", help="NAME=EVAL_DIR of each adversary to compare")
+    parser.add_argument("--out", help="also write the report to this file")
+    parser.add_argument("--examples", type=int, default=3, help="conversations shown per adversary")
+    args = parser.parse_args(argv)
+    runs = []
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"runs are NAME=EVAL_DIR, got {item!r}")
+        runs.append((name, path))
+    try:
+        report = findings(args.baseline, runs, examples=args.examples)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(report, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
