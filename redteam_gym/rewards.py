@@ -321,7 +321,6 @@ class StepScores:
     """What the engine measured for one step of `n` dialogues (judge calls already made)."""
 
     utterances: list[str]
-    replies: list[str]
     p_defender: np.ndarray
     p_adversary: np.ndarray
     defender_categories: list[list[str]] | None

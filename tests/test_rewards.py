@@ -229,7 +229,6 @@ def test_novelty_falls_for_repeats_and_the_buffer_survives_a_roundtrip():
         n = len(utterances)
         step_scores = StepScores(
             utterances=utterances,
-            replies=["ok"] * n,
             p_defender=np.zeros(n),
             p_adversary=np.zeros(n),
             defender_categories=None,

@@ -288,7 +288,6 @@ class DialogueEngine:
         terms = self.reward(
             StepScores(
                 utterances=texts,
-                replies=list(replies),
                 p_defender=p[:n],
                 p_adversary=p[n : 2 * n],
                 defender_categories=scores.categories[:n] if scores.categories else None,
