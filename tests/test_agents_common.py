@@ -10,6 +10,7 @@ import torch
 from agents.common.advantages import (
     compute_gae,
     discounted_returns,
+    explained_variance,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -406,3 +407,16 @@ def test_cvar_against_sorted_samples() -> None:
         cvar(returns, 0.0)
     with pytest.raises(ValueError, match="empty"):
         cvar(torch.tensor([]), 0.5)
+
+
+def test_explained_variance_matches_sklearn_on_valid_tokens():
+    from sklearn.metrics import explained_variance_score
+
+    torch.manual_seed(0)
+    returns = torch.randn(3, 5)
+    values = returns + 0.5 * torch.randn(3, 5)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    expected = explained_variance_score(returns[mask].numpy(), values[mask].numpy())
+    assert explained_variance(values, returns, mask) == pytest.approx(expected, rel=1e-5)
+    assert explained_variance(returns, returns, mask) == pytest.approx(1.0)
+    assert math.isnan(explained_variance(values, torch.ones(3, 5), mask))

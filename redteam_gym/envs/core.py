@@ -176,14 +176,11 @@ class DialogueEngine:
             raise ValueError(f"max_utterance_tokens must be >= 1, got {max_utterance_tokens}")
         if not 0.0 < unsafe_threshold <= 1.0:
             raise ValueError(f"unsafe_threshold must be in (0, 1], got {unsafe_threshold}")
-        if not 0.0 < p_max < 1.0:
-            raise ValueError(f"p_max must be in (0, 1), got {p_max}")
-        self.reward = RewardTerms(reward, p_max=p_max)
+        self.reward = RewardTerms(reward, p_max=p_max)  # checks p_max
         self.max_turns = int(max_turns)
         self.max_utterance_tokens = max_utterance_tokens
         self.terminate_on_unsafe = terminate_on_unsafe
         self.unsafe_threshold = unsafe_threshold
-        self.p_max = p_max
         self.openers = load_openers(prompts, split=split)
         if not self.openers:
             raise ValueError(f"prompts={prompts!r} split={split!r} has no conversation openers")
