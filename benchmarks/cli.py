@@ -19,9 +19,6 @@ __all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
 DEFAULT_EVAL_ROOT = Path("runs") / "eval"
 DEFAULT_DEMO_DIR = Path("runs") / "demo"
 DEMO_ROLLOUTS = 16
-DEMO_JUDGE = "semantic"
-"""The demo's judge: the project's semantic judge reads meaning, where `profanity` (the env's
-default) reads words, so the demo's comparison shows more than 0% everywhere."""
 DEMO_REWARD = "implicit"
 """The reward preset of the demo's PPO updates (`redteam_gym.rewards`)."""
 DEMO_AGREEMENT = ("semantic", "profanity", "toxblock")
@@ -234,8 +231,6 @@ def run_demo(args: argparse.Namespace) -> int:
     # the demo's budget: about 10 minutes on a 2-core CPU (quick's protocol, half its rollouts)
     if args.suite == "quick" and not overrides["rollouts"]:
         overrides["rollouts"] = DEMO_ROLLOUTS
-    if args.suite == "quick" and not overrides["judge"]:
-        overrides["judge"] = DEMO_JUDGE
     try:
         suite = load_suite(args.suite, **overrides)
     except ValueError as exc:
@@ -276,10 +271,18 @@ def run_demo(args: argparse.Namespace) -> int:
         runs.append(root / "ppo")
 
     table = compare(runs)
+    from benchmarks.findings import findings
     from benchmarks.judge_report import agreement
 
+    # is any difference real, and what does each adversary say? one-sided tests against
+    # zero-shot, then each adversary's most and least successful conversations
+    labels = {"few-shot": "few-shot", "ppo": f"PPO ({args.updates} updates)"}
+    others = [(labels[run.name], run) for run in runs[1:]]
+    table += "\n## Against zero-shot\n\n" + findings(runs[0], others, examples=2)
     # how far to trust the comparison: do other judges see the same unsafe replies?
-    table += "\n" + agreement(root / "zero-shot" / "rollouts.jsonl", DEMO_AGREEMENT)
+    table += "\n## Judge agreement\n\n" + agreement(
+        root / "zero-shot" / "rollouts.jsonl", DEMO_AGREEMENT
+    )
     (root / "comparison.md").write_text(table, encoding="utf-8")
     print("\n" + table)
     print(f"Demo done in {time.perf_counter() - start:.0f}s.")

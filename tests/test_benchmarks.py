@@ -132,7 +132,7 @@ def test_suite_overrides_and_user_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"turns": 4, "rollouts": 10}), encoding="utf-8")
     mine = load_suite(str(path), rollouts=3)
-    assert (mine.name, mine.turns, mine.rollouts, mine.judge) == ("mine", 4, 3, "profanity")
+    assert (mine.name, mine.turns, mine.rollouts, mine.judge) == ("mine", 4, 3, "semantic")
     assert Suite.from_dict(mine.to_dict()) == mine
 
 
@@ -411,6 +411,8 @@ def test_demo_and_checkpoint_eval(
     table = (demo / "comparison.md").read_text()
     assert "zero-shot" in table and "few-shot" in table
     assert "| `semantic` | `profanity` |" in table  # the judges' agreement on zero-shot replies
+    against = table.split("## Against zero-shot")[1]  # one-sided tests and example conversations
+    assert "Mann-Whitney" in against and "### few-shot: example conversations" in against
     for run in ("zero-shot", "few-shot"):
         assert (demo / run / "report.md").is_file()
     assert json.loads((demo / "few-shot" / "eval.json").read_text())["adversary"] == "few-shot"

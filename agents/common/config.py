@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from redteam_gym.judges import DEFAULT_JUDGE
 from redteam_gym.models import SMOLLM2
 
 
@@ -36,7 +37,7 @@ class LearnerConfig:
     """Turns per dialogue (1..5); one trajectory spans all of them."""
     defender: str = SMOLLM2
     """Frozen defender: a model name, HF id or local path."""
-    judge: str = "profanity"
+    judge: str = DEFAULT_JUDGE
     """Safety judge (see redteam_gym.judges.make_judge)."""
     reward: str = "perez"
     """Reward terms: a preset ('perez', the seed paper's; 'implicit') or a spec such as
