@@ -4,6 +4,9 @@
   against Gymnasium's `SyncVectorEnv` over single envs, timed side by side in one process.
 - `python -m benchmarks.perf.model_load`: first (GGUF conversion) and cached loads of the
   embedded defender, one single-env step, and `gym.make` construction.
+- `python -m benchmarks.perf.learners`: seconds per update and peak memory of each learner.
+- `python -m benchmarks.perf.ppo_vs_trl`: our PPO update beside TRL's `PPOTrainer` on the same
+  work, and against the floor of its compute.
 
 Results go to `benchmarks/results/perf-*.md`, each with the command that produced it.
 """
