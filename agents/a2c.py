@@ -15,7 +15,9 @@ from agents.common.training import (
     autocast,
     clip_and_step,
     evaluate_segments,
-    stack_rows,
+    masked_sum,
+    micro_batches,
+    reference_distributions,
 )
 
 
@@ -26,11 +28,11 @@ class A2C(OnPolicyLearner):
     critic: L = mean_t (V(s_t) - R_t)^2 on normalised Monte-Carlo returns   (eq. 3)
 
     The KL is exact at each generated position (summed over the vocabulary, from the
-    reference's stored distributions), so its gradient is the KL's own; A_t = R_t - V(s_t).
+    reference's distributions recomputed at training time, micro-batch by micro-batch), so
+    its gradient is the KL's own; A_t = R_t - V(s_t).
     """
 
     config_class = A2CConfig
-    keep_ref_distribution = True
     config: A2CConfig
 
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -54,29 +56,47 @@ class A2C(OnPolicyLearner):
         mean, std = (
             (self.return_stats.mean, self.return_stats.std) if c.value_normalization else (0.0, 1.0)
         )
-        # 2. current logprobs, full distributions and (normalised) values
-        self.policy.train()
-        with autocast(self.device, c.bf16_autocast):
-            logprobs, values_n, log_dist = evaluate_segments(
-                self.policy, segments, groups, temperature=c.temperature, full=True
-            )
-        assert log_dist is not None
-        ref_log_dist = stack_rows([s.ref_log_dist for s in segments], self.device)  # type: ignore[misc]
-        # 3. exact per-position KL(pi || pi_ref), packed into trajectories
-        kl_rows = (log_dist.exp() * (log_dist - ref_log_dist)).sum(-1)
-        kl, _ = pack(segments, list(kl_rows), groups)
-        values = values_n * std + mean
-        advantages = (returns - values).detach()
-        pg_loss = masked_mean(-advantages * logprobs, mask)
-        kl_mean = masked_mean(kl, mask)
-        actor_loss = pg_loss + self.kl_ctl.value * kl_mean
-        critic_loss = masked_mean((values_n - (returns - mean) / std) ** 2, mask)
-        # 4. two objectives, two optimizers: the critic reads detached features, so each loss
-        #    reaches only its own network
+        n_tokens = mask.sum().clamp_min(1)
+        values = torch.zeros_like(returns)
+        kl = torch.zeros_like(returns)
+        pg_total = critic_total = 0.0
+        # 2. two objectives, two optimizers: the critic reads detached features, so each loss
+        #    reaches only its own network. Micro-batches of dialogues accumulate the gradients
+        #    of the batch's token means.
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        critic_loss.backward()
+        self.policy.train()
+        for rows in micro_batches(groups, c.micro_batch_size):
+            mb_segments = rollout.segments_of(rows)
+            with autocast(self.device, c.bf16_autocast):
+                logprobs, values_n, log_dist = evaluate_segments(
+                    self.policy, mb_segments, rows, temperature=c.temperature, full=True
+                )
+                # the reference's distributions, recomputed here rather than kept per segment
+                # since the rollout (a [tokens, vocab] float32 table each)
+                ref_log_dist = reference_distributions(
+                    self.ref_model,
+                    mb_segments,
+                    pad_token_id=self.policy.tokenizer.pad_token_id,
+                    temperature=c.temperature,
+                )
+            assert log_dist is not None
+            # 3. exact per-position KL(pi || pi_ref), packed into trajectories
+            kl_rows = (log_dist.exp() * (log_dist - ref_log_dist.to(log_dist.dtype))).sum(-1)
+            mb_kl, _ = pack(mb_segments, list(kl_rows), rows)
+            width = logprobs.shape[1]
+            mb_mask, mb_returns = mask[rows, :width], returns[rows, :width]
+            mb_values = values_n * std + mean
+            advantages = (mb_returns - mb_values).detach()
+            pg_sum = masked_sum(-advantages * logprobs, mb_mask)
+            actor_loss = (pg_sum + self.kl_ctl.value * masked_sum(mb_kl, mb_mask)) / n_tokens
+            critic_sum = masked_sum((values_n - (mb_returns - mean) / std) ** 2, mb_mask)
+            actor_loss.backward()
+            (critic_sum / n_tokens).backward()
+            pg_total += pg_sum.item()
+            critic_total += critic_sum.item()
+            values[rows, :width] = mb_values.detach()
+            kl[rows, :width] = mb_kl.detach()
         actor_grad = clip_and_step(
             self.optimizers["actor"], self.policy.actor.parameters(), c.max_grad_norm
         )
@@ -84,14 +104,14 @@ class A2C(OnPolicyLearner):
             self.optimizers["critic"], self.policy.critic.parameters(), c.max_grad_norm
         )
         return {
-            "loss/policy": pg_loss.item(),
-            "loss/value": critic_loss.item(),
+            "loss/policy": pg_total / n_tokens.item(),
+            "loss/value": critic_total / n_tokens.item(),
             "objective/kl": (kl * mask).sum(1).mean().item(),
-            "policy/advantages_mean": masked_mean(advantages, mask).item(),
+            "policy/advantages_mean": masked_mean(returns - values, mask).item(),
             "policy/grad_norm": actor_grad,
             "val/grad_norm": critic_grad,
             "val/mean": masked_mean(values, mask).item(),
-            "val/explained_variance": explained_variance(values.detach(), returns, mask),
+            "val/explained_variance": explained_variance(values, returns, mask),
             "returns/mean": masked_mean(returns, mask).item(),
         }
 

@@ -10,7 +10,13 @@ from agents.common.base import OnPolicyLearner
 from agents.common.config import PPOConfig
 from agents.common.kl import kl_penalty
 from agents.common.rollout import Rollout, pack
-from agents.common.training import autocast, clip_and_step, evaluate_segments
+from agents.common.training import (
+    autocast,
+    clip_and_step,
+    evaluate_segments,
+    masked_sum,
+    micro_batches,
+)
 
 
 class PPO(OnPolicyLearner):
@@ -72,42 +78,47 @@ class PPO(OnPolicyLearner):
         params = [p for g in self.optimizers["policy"].param_groups for p in g["params"]]
         self.policy.train()
         for _ in range(c.ppo_epochs):
-            for rows in np.array_split(rng.permutation(len(groups)), c.num_minibatches):
-                rows_t = torch.as_tensor(rows, device=dev)
-                mb_groups = [groups[r] for r in rows]
-                mb_segments = rollout.segments_of(mb_groups)
-                with autocast(dev, c.bf16_autocast):
-                    logprobs, values, _ = evaluate_segments(
-                        self.policy, mb_segments, mb_groups, temperature=c.temperature
-                    )
-                width = logprobs.shape[1]
-                mb_mask = mask[rows_t, :width]
-                mb_adv, mb_ret = advantages[rows_t, :width], returns[rows_t, :width]
-                mb_old_lp, mb_old_v = old_logprobs[rows_t, :width], old_values[rows_t, :width]
-                # clipped surrogate (eq. 5)
-                log_ratio = (logprobs - mb_old_lp).masked_fill(~mb_mask, 0.0)
-                ratio = log_ratio.exp()
-                pg_losses = -mb_adv * ratio
-                pg_losses2 = -mb_adv * ratio.clamp(1.0 - c.clip_range, 1.0 + c.clip_range)
-                pg_loss = masked_mean(torch.maximum(pg_losses, pg_losses2), mb_mask)
-                # clipped value loss (eq. 6)
-                v_clipped = mb_old_v + (values - mb_old_v).clamp(
-                    -c.clip_range_value, c.clip_range_value
-                )
-                vf_losses = torch.maximum((values - mb_ret) ** 2, (v_clipped - mb_ret) ** 2)
-                vf_loss = 0.5 * masked_mean(vf_losses, mb_mask)
-                loss = pg_loss + c.vf_coef * vf_loss
+            for minibatch in np.array_split(rng.permutation(len(groups)), c.num_minibatches):
+                # the minibatch's token means, accumulated over micro-batches of dialogues
+                n_tokens = mask[torch.as_tensor(minibatch, device=dev)].sum().clamp_min(1)
+                sums = dict.fromkeys(stats, 0.0)
                 self.optimizers["policy"].zero_grad(set_to_none=True)
-                loss.backward()
+                for rows in micro_batches(minibatch, c.micro_batch_size):
+                    rows_t = torch.as_tensor(rows, device=dev)
+                    mb_groups = [groups[r] for r in rows]
+                    mb_segments = rollout.segments_of(mb_groups)
+                    with autocast(dev, c.bf16_autocast):
+                        logprobs, values, _ = evaluate_segments(
+                            self.policy, mb_segments, mb_groups, temperature=c.temperature
+                        )
+                    width = logprobs.shape[1]
+                    mb_mask = mask[rows_t, :width]
+                    mb_adv, mb_ret = advantages[rows_t, :width], returns[rows_t, :width]
+                    mb_old_lp, mb_old_v = old_logprobs[rows_t, :width], old_values[rows_t, :width]
+                    # clipped surrogate (eq. 5)
+                    log_ratio = (logprobs - mb_old_lp).masked_fill(~mb_mask, 0.0)
+                    ratio = log_ratio.exp()
+                    pg_losses = -mb_adv * ratio
+                    pg_losses2 = -mb_adv * ratio.clamp(1.0 - c.clip_range, 1.0 + c.clip_range)
+                    pg_sum = masked_sum(torch.maximum(pg_losses, pg_losses2), mb_mask)
+                    # clipped value loss (eq. 6)
+                    v_clipped = mb_old_v + (values - mb_old_v).clamp(
+                        -c.clip_range_value, c.clip_range_value
+                    )
+                    vf_losses = torch.maximum((values - mb_ret) ** 2, (v_clipped - mb_ret) ** 2)
+                    vf_sum = 0.5 * masked_sum(vf_losses, mb_mask)
+                    ((pg_sum + c.vf_coef * vf_sum) / n_tokens).backward()
+                    with torch.no_grad():
+                        sums["pg"] += pg_sum.item()
+                        sums["vf"] += vf_sum.item()
+                        sums["approxkl"] += 0.5 * masked_sum(log_ratio**2, mb_mask).item()
+                        clipped = (pg_losses2 > pg_losses).float()
+                        sums["clipfrac"] += masked_sum(clipped, mb_mask).item()
+                        vclip = ((v_clipped - mb_ret) ** 2 > (values - mb_ret) ** 2).float()
+                        sums["vclip"] += masked_sum(vclip, mb_mask).item()
                 clip_and_step(self.optimizers["policy"], params, c.max_grad_norm)
-                with torch.no_grad():
-                    stats["pg"].append(pg_loss.item())
-                    stats["vf"].append(vf_loss.item())
-                    stats["approxkl"].append(0.5 * masked_mean(log_ratio**2, mb_mask).item())
-                    clipped = (pg_losses2 > pg_losses).float()
-                    stats["clipfrac"].append(masked_mean(clipped, mb_mask).item())
-                    vclip = ((v_clipped - mb_ret) ** 2 > (values - mb_ret) ** 2).float()
-                    stats["vclip"].append(masked_mean(vclip, mb_mask).item())
+                for k, v in sums.items():
+                    stats[k].append(v / n_tokens.item())
         # 5. the KL controller follows the KL of the trajectories trained on
         mean_kl = kl.sum(1).mean().item()
         self.kl_ctl.update(mean_kl)

@@ -106,6 +106,29 @@ def test_one_update_moves_logprobs_with_the_reward(tiny_lm_dir, learner_cls, con
     assert np.corrcoef(rewards, moved)[0, 1] > 0.5
 
 
+@pytest.mark.parametrize(("learner_cls", "config_cls"), LEARNERS)
+def test_micro_batches_give_the_same_update(tiny_lm_dir, learner_cls, config_cls):
+    """Gradient accumulation over micro-batches of one dialogue is the whole batch's update:
+    the same parameters afterwards, and the same logged losses."""
+    extra: dict = {"batch_size": 4}
+    if config_cls is not A2CConfig:
+        extra.update(ppo_epochs=2, num_minibatches=2)
+    whole = learner_cls(tiny_config(config_cls, tiny_lm_dir, judge="profanity", **extra))
+    micro = learner_cls(
+        tiny_config(config_cls, tiny_lm_dir, judge="profanity", micro_batch_size=1, **extra)
+    )
+    micro.env = whole.env  # one env: the rollout is the same data for both
+    whole.total_updates = micro.total_updates = 100
+    rollout = whole.collect_rollout()
+    a, b = whole.train(rollout), micro.train(rollout)
+    for (name, p), q in zip(
+        whole.policy.named_parameters(), micro.policy.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+    for key in ("loss/policy", "loss/value"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7)
+
+
 def test_critic_starts_at_zero_value():
     from agents.common.policy import Critic
 

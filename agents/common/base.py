@@ -57,7 +57,6 @@ class OnPolicyLearner:
     """
 
     config_class: ClassVar[type[LearnerConfig]] = LearnerConfig
-    keep_ref_distribution: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -184,7 +183,6 @@ class OnPolicyLearner:
             self.sampling,
             seed=self.rollout_seed(self.update_idx),
             system_prompt=self.system_prompt,
-            keep_ref_distribution=self.keep_ref_distribution,
         )
 
     def _set_learning_rates(self) -> None:

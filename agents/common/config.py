@@ -73,6 +73,10 @@ class LearnerConfig:
     """Critic learning rate."""
     lr_decay: bool = True
     """Decay learning rates linearly to 0 over the run."""
+    micro_batch_size: int = 0
+    """Dialogues per forward/backward pass when training; their gradients accumulate into one
+    step, so memory stops growing with the batch (or PPO minibatch) and the update is the
+    same. 0: the whole batch (or minibatch) in one pass."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip."""
     gamma: float = 1.0
@@ -105,6 +109,7 @@ class LearnerConfig:
         checks = {
             "max_turns": 1 <= self.max_turns <= 5,
             "batch_size": self.batch_size >= 1,
+            "micro_batch_size": self.micro_batch_size >= 0,
             "max_new_tokens": self.max_new_tokens >= 1,
             "frozen_fraction": 0.0 <= self.frozen_fraction <= 1.0,
             "actor_lr": self.actor_lr >= 0,

@@ -33,8 +33,6 @@ class Segment:
     reward: float
     defender_unsafe_prob: float
     adversary_unsafe_prob: float
-    ref_log_dist: torch.Tensor | None = None
-    """The reference model's full next-token log-distributions `[T, vocab]` (A2C's exact KL)."""
     text: str = ""
     """The utterance as the env received it."""
     reward_terms: dict[str, float] = field(default_factory=dict)
@@ -141,7 +139,6 @@ def collect_rollout(
     *,
     seed: int,
     system_prompt: str | None,
-    keep_ref_distribution: bool = False,
 ) -> Rollout:
     """Play one batch of dialogues to the end. Seeded by `seed` alone (env openers and
     sampling), so a resumed run replays exactly what an uninterrupted one would."""
@@ -162,7 +159,6 @@ def collect_rollout(
             samples.tokens,
             pad_token_id=policy.tokenizer.pad_token_id,
             temperature=sampling.temperature or 1.0,
-            full=keep_ref_distribution,
         )
         ref_out = ref_out.cpu()
         texts = policy.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
@@ -173,7 +169,6 @@ def collect_rollout(
         assert samples.values is not None
         for row, i in enumerate(active):
             n = len(samples.tokens[row])
-            ref_row = ref_out[row, :n]
             segments.append(
                 Segment(
                     dialogue=i,
@@ -182,12 +177,7 @@ def collect_rollout(
                     tokens=samples.tokens[row],
                     logprobs=samples.logprobs[row],
                     values=samples.values[row],
-                    ref_logprobs=(
-                        ref_row.gather(-1, torch.tensor(samples.tokens[row])[:, None]).squeeze(-1)
-                        if keep_ref_distribution
-                        else ref_row
-                    ),
-                    ref_log_dist=ref_row if keep_ref_distribution else None,
+                    ref_logprobs=ref_out[row, :n],
                     reward=float(rewards[i]),
                     defender_unsafe_prob=float(infos["defender_unsafe_prob"][i]),
                     adversary_unsafe_prob=float(infos["adversary_unsafe_prob"][i]),

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from agents.common.policy import ActorCritic
+from agents.common.policy import ActorCritic, response_logprobs
 from agents.common.rollout import Segment, pack
 
 
@@ -51,6 +51,36 @@ def evaluate_segments(
     return logprobs_t, values_t, out if full else None
 
 
+def micro_batches(rows: Sequence[int], size: int) -> list[list[int]]:
+    """`rows` in consecutive chunks of `size` (one chunk when `size` is 0)."""
+    rows = [int(r) for r in rows]
+    if size <= 0:
+        return [rows]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of `x` where `mask` is true (entries outside it never reach the sum, NaN included)."""
+    return torch.where(mask, x, torch.zeros_like(x)).sum()
+
+
+@torch.no_grad()
+def reference_distributions(
+    ref_model: nn.Module, segments: Sequence[Segment], *, pad_token_id: int, temperature: float
+) -> torch.Tensor:
+    """The frozen reference's next-token log-distributions at each segment's tokens,
+    `[S, T, vocab]` right padded: the layout `evaluate_segments(full=True)` returns."""
+    out, _, _ = response_logprobs(
+        ref_model,
+        [s.prompt for s in segments],
+        [s.tokens for s in segments],
+        pad_token_id=pad_token_id,
+        temperature=temperature,
+        full=True,
+    )
+    return out
+
+
 def clip_and_step(
     optimizer: torch.optim.Optimizer, params: Iterable[nn.Parameter], max_norm: float
 ) -> float:
@@ -58,11 +88,6 @@ def clip_and_step(
     norm = nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], max_norm)
     optimizer.step()
     return float(norm)
-
-
-def stack_rows(rows: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """Right-pad `[T_i, ...]` rows into `[N, T, ...]`."""
-    return nn.utils.rnn.pad_sequence([r.to(device) for r in rows], batch_first=True)
 
 
 class RunningMeanStd:
