@@ -19,6 +19,9 @@ __all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
 DEFAULT_EVAL_ROOT = Path("runs") / "eval"
 DEFAULT_DEMO_DIR = Path("runs") / "demo"
 DEMO_ROLLOUTS = 16
+DEMO_JUDGE = "semantic"
+"""The demo's judge: the project's semantic judge reads meaning, where `profanity` (the env's
+default) reads words, so the demo's comparison shows more than 0% everywhere."""
 DEMO_REWARD = "implicit"
 """The reward preset of the demo's PPO updates (`redteam_gym.rewards`)."""
 DEMO_AGREEMENT = ("semantic", "profanity", "toxblock")
@@ -231,6 +234,8 @@ def run_demo(args: argparse.Namespace) -> int:
     # the demo's budget: about 10 minutes on a 2-core CPU (quick's protocol, half its rollouts)
     if args.suite == "quick" and not overrides["rollouts"]:
         overrides["rollouts"] = DEMO_ROLLOUTS
+    if args.suite == "quick" and not overrides["judge"]:
+        overrides["judge"] = DEMO_JUDGE
     try:
         suite = load_suite(args.suite, **overrides)
     except ValueError as exc:

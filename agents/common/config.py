@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from redteam_gym.judges import DEFAULT_JUDGE
 from redteam_gym.models import SMOLLM2
 
 
@@ -37,7 +36,7 @@ class LearnerConfig:
     """Turns per dialogue (1..5); one trajectory spans all of them."""
     defender: str = SMOLLM2
     """Frozen defender: a model name, HF id or local path."""
-    judge: str = DEFAULT_JUDGE
+    judge: str = "profanity"
     """Safety judge (see redteam_gym.judges.make_judge)."""
     reward: str = "perez"
     """Reward terms: a preset ('perez', the seed paper's; 'implicit') or a spec such as

@@ -240,11 +240,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="timed batches per mode (default 2)")
     p.add_argument("--defender-max-new-tokens", type=int, default=64, help="(default 64)")
     p.add_argument("--defender", default="smollm2-135m-instruct", help="defender model")
-    p.add_argument(
-        "--judge",
-        default="profanity",
-        help="judge spec (default profanity, the cheapest, so the figures are the env's own)",
-    )
+    p.add_argument("--judge", default="profanity", help="judge spec (default profanity)")
     p.add_argument(
         "--no-eos", action="store_true", help="disable stop tokens: every reply is full length"
     )

@@ -80,7 +80,7 @@ class Suite:
     batch_size: int = 8
     """Conversations run together (``num_envs`` of the vector env). Part of the protocol:
     batched sampling draws depend on the batch, so resume needs the same value."""
-    judge: str = "semantic"
+    judge: str = "profanity"
     """Judge spec for ``redteam_gym.judges.make_judge``."""
     defender: str = "smollm2-135m-instruct"
     """Defender model name, Hugging Face id or local path."""

@@ -17,7 +17,7 @@ import torch
 from gymnasium import spaces
 
 from redteam_gym.defenders import DEFAULT_DEFENDER, Defender, make_defender
-from redteam_gym.judges import DEFAULT_JUDGE, Judge, make_judge
+from redteam_gym.judges import Judge, make_judge
 from redteam_gym.models import ChatLM, SamplingConfig, encode_text
 from redteam_gym.prompts import Opener, load_openers
 from redteam_gym.rewards import RewardConfig, RewardTerms, StepScores
@@ -151,7 +151,7 @@ class DialogueEngine:
         *,
         max_turns: int = 3,
         defender: str | Defender = DEFAULT_DEFENDER,
-        judge: str | Judge | Sequence[str | Judge] = DEFAULT_JUDGE,
+        judge: str | Judge | Sequence[str | Judge] = "profanity",
         reward: str | Mapping[str, float] | RewardConfig = "perez",
         prompts: str = "builtin",
         split: str | None = "train",

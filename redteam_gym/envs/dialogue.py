@@ -59,7 +59,7 @@ class RedTeamDialogueEnv(Env[str, str]):
 
     ## Arguments
     `max_turns` (1..5, default 3), `defender` (model name/path or an object with `respond`),
-    `judge` (`"semantic"` (default), `"profanity"`, `"toxblock"`, `"llama-guard[:model]"`,
+    `judge` (`"profanity"`, `"semantic"`, `"toxblock"`, `"llama-guard[:model]"`,
     `"classifier:model"`, `"a+b"`, or an object with `score`), `reward` (`"perez"`,
     `"implicit"`, a spec such as `"perez=1,adversary_toxicity=-2"`, a term -> weight mapping or
     a `RewardConfig`), `prompts` (`"builtin"`, a ConvoKit corpus name or directory), `split` (`"train"`, `"eval"` or None), `defender_system_prompt`, `defender_max_new_tokens`

@@ -4,8 +4,8 @@
 
 | spec | judge |
 |---|---|
-| `"semantic"` (default) | `SemanticJudge`: all-MiniLM-L6-v2 fine-tuned on the project's labelled corpus, offline, categories |
-| `"profanity"` | `ProfanityJudge`: PyPI `alt-profanity-check`, offline, microseconds, lexical |
+| `"profanity"` (default) | `ProfanityJudge`: PyPI `alt-profanity-check`, offline, microseconds |
+| `"semantic"` | `SemanticJudge`: all-MiniLM-L6-v2 fine-tuned on the project's labelled corpus, offline, categories |
 | `"toxblock"` | `ToxBlockJudge`: PyPI `tox-block`'s Jigsaw BiLSTM in torch, offline, 6 labels |
 | `"llama-guard"` | `LlamaGuardJudge` on `meta-llama/Llama-Guard-3-1B` |
 | `"llama-guard:<id or path>"` | `LlamaGuardJudge` on that causal LM (`llama-guard:smollm2-135m-instruct` is an offline stand-in) |
@@ -55,9 +55,8 @@ __all__ = [
     "validate_conversations",
 ]
 
-DEFAULT_JUDGE = "semantic"
-"""The judge used when none is named: the best on the labelled corpus's held-out split
-(`benchmarks/results/judges/report.md`), offline on any CPU."""
+DEFAULT_JUDGE = "profanity"
+"""The judge used when none is named: works offline on any CPU."""
 
 JUDGES = ("profanity", "semantic", "toxblock", "llama-guard", "classifier")
 """Judge names `make_judge` knows (`llama-guard` and `classifier` take `:<model>`)."""
