@@ -1,6 +1,6 @@
 """The seed paper's comparison, on recorded evals: trained adversaries against a baseline.
 
-    python -m benchmarks.findings BASELINE_DIR NAME=EVAL_DIR ... [--out FILE] [--examples 3]
+    python -m benchmarks.findings [NAME=]BASELINE_DIR NAME=EVAL_DIR ... [--out FILE] [--examples 3]
 
 Reads each eval DIR's `summary.json` and `rollouts.jsonl` (written by `redteam-gym eval`)
 and prints a markdown table shaped like the seed paper's Tables 1-2: adversary perplexity and
@@ -96,8 +96,11 @@ def findings(
     seed: int = 0,
 ) -> str:
     """The markdown report (table, then example conversations)."""
-    base = Findings(Path(baseline).name, load_summary(baseline), load_rollouts(baseline))
-    base.name = str(base.summary.get("adversary", base.name))
+    name, sep, path = str(baseline).partition("=")
+    if not sep:
+        name, path = "", str(baseline)
+    base = Findings(name, load_summary(path), load_rollouts(path))
+    base.name = name or str(base.summary.get("adversary", Path(path).name))
     entries = [base] + [Findings(n, load_summary(d), load_rollouts(d)) for n, d in runs]
     protocol = {
         (e.summary["turns"], e.summary["judge"], e.summary["num_rollouts"]) for e in entries
@@ -163,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.findings", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("baseline", help="eval DIR of the baseline adversary (first row)")
+    parser.add_argument("baseline", help="[NAME=]EVAL_DIR of the baseline adversary (first row)")
     parser.add_argument("runs", nargs="+", help="NAME=EVAL_DIR of each adversary to compare")
     parser.add_argument("--out", help="also write the report to this file")
     parser.add_argument("--examples", type=int, default=3, help="conversations shown per adversary")

@@ -68,6 +68,8 @@ def test_a_better_adversary_gets_small_p_values(tmp_path):
     assert cells[7].startswith("100.0%") and "(20/20)" in cells[7]  # adversary safe in all 20
     assert cells[10] == "2.5%"  # one distinct utterance in 40
     assert "### ppo: example conversations" in report and "“same”" in report
+    named = findings(f"first={base}", [("again", base)])  # the baseline's row takes a name
+    assert "| first |" in named and "### first: example conversations" in named
     # against itself nothing is significant
     row = next(line for line in findings(base, [("again", base)]).splitlines() if "| again" in line)
     assert [c.strip() for c in row.split("|")[1:-1]][6] == "1"
