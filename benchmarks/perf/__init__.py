@@ -18,7 +18,7 @@ import platform
 import sys
 from pathlib import Path
 
-__all__ = ["command_line", "cpu_model", "machine_info"]
+__all__ = ["command_line", "cpu_model", "load_average", "machine_info", "write_report"]
 
 
 def cpu_model() -> str:
@@ -41,7 +41,6 @@ def machine_info() -> dict[str, str]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         usable = os.cpu_count() or 0
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
         "nproc": str(usable),
         "cpu": cpu_model(),
@@ -50,7 +49,7 @@ def machine_info() -> dict[str, str]:
         "torch": torch.__version__,
         "torch threads": str(torch.get_num_threads()),
         "transformers": transformers.__version__,
-        "load average (1/5/15 min) at start": " / ".join(f"{x:.2f}" for x in load),
+        "load average (1/5/15 min) at start": load_average(),
     }
 
 
@@ -59,3 +58,16 @@ def command_line() -> str:
     module = sys.modules["__main__"].__spec__
     head = f"python -m {module.name}" if module is not None else f"python {sys.argv[0]}"
     return " ".join([head, *sys.argv[1:]])
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as a report line gives them."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
+def write_report(path: Path, report: str) -> None:
+    """Write a benchmark's markdown report (creating its folder) and print it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report, encoding="utf-8")
+    print(report)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import command_line, machine_info
+from benchmarks.perf import command_line, load_average, machine_info, write_report
 
 MODULE = "benchmarks.perf.learners"
 _RESULT = "RESULT "
@@ -137,11 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             later = result["updates"][1:]
             per = statistics.median(u["rollout_s"] + u["train_s"] for u in later)
             print(f"    {per:.1f} s/update, peak {result['max_rss_mib']:.0f} MiB", flush=True)
-    info["load average (1/5/15 min) at end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["load average (1/5/15 min) at end"] = load_average()
     report = render_report(args, command, info, rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
     return 0
 
 

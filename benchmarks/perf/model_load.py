@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from benchmarks.perf import command_line, machine_info
+from benchmarks.perf import command_line, load_average, machine_info, write_report
 
 ENV_ID = "RedTeamDialogue-v0"
 MODULE = "benchmarks.perf.model_load"
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    info["load average (1/5/15 min) at end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["load average (1/5/15 min) at end"] = load_average()
 
     from redteam_gym.models import embedded_gguf_path
 
@@ -191,9 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render_report(
         args, command, info, gguf, cache_size, (first, first_wall), cached, (step, step_wall)
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
     return 0
 
 

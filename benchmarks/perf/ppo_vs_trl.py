@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import command_line, machine_info
+from benchmarks.perf import command_line, load_average, machine_info, write_report
 
 MODULE = "benchmarks.perf.ppo_vs_trl"
 TRL_VERSION = "1.12.0"
@@ -318,11 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {statistics.median(results['ours'][-1]['seconds']):.1f} s/update")
         print("floor ...", flush=True)
         floor = _run([*me, "--child", "floor"], "floor")
-    info["load average (1/5/15 min) at end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["load average (1/5/15 min) at end"] = load_average()
     report = render_report(args, command, info, results, floor)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(report)
+    write_report(args.out, report)
     return 0
 
 

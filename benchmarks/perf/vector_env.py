@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import cProfile
 import io
-import os
 import pstats
 import statistics
 import time
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import command_line, machine_info
+from benchmarks.perf import command_line, load_average, machine_info, write_report
 
 ENV_ID = "RedTeamDialogue-v0"
 MODULE = "benchmarks.perf.vector_env"
@@ -330,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{c.per_repeat_tokens[-1] / elapsed:6.1f} tokens/s",
                 flush=True,
             )
-    info["load average (1/5/15 min) at end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["load average (1/5/15 min) at end"] = load_average()
 
     scaling = None
     if args.diagnose:
@@ -341,9 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = profile_native(native, args) if args.profile else None
 
     report = render_report(args, command, info, build, meter.counters, scaling, profile)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
     native.close()
     sync.close()
     return 0
