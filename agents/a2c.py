@@ -9,12 +9,11 @@ import torch
 from agents.common.advantages import discounted_returns, explained_variance, masked_mean
 from agents.common.base import OnPolicyLearner, adamw
 from agents.common.config import A2CConfig
-from agents.common.rollout import Rollout, pack
+from agents.common.rollout import Rollout
 from agents.common.training import (
     RunningMeanStd,
     autocast,
     clip_and_step,
-    evaluate_segments,
     masked_sum,
     micro_batches,
     reference_distributions,
@@ -48,8 +47,8 @@ class A2C(OnPolicyLearner):
         segments = rollout.segments_of(groups)
         # 1. Monte-Carlo returns of the env rewards (the KL is in the actor loss, not the return)
         scores = self.scores(rollout, segments, groups)
-        _, mask = pack(segments, [s.logprobs for s in segments], groups)
-        mask = mask.to(self.device)
+        batch = rollout.to_batch(groups)
+        mask = batch.mask
         returns = discounted_returns(scores, mask, c.gamma)
         if c.value_normalization:
             self.return_stats.update(returns[mask])
@@ -67,23 +66,19 @@ class A2C(OnPolicyLearner):
             opt.zero_grad(set_to_none=True)
         self.policy.train()
         for rows in micro_batches(groups, c.micro_batch_size):
-            mb_segments = rollout.segments_of(rows)
+            mb = batch.rows(rows)
             with autocast(self.device, c.bf16_autocast):
-                logprobs, values_n, log_dist = evaluate_segments(
-                    self.policy, mb_segments, rows, temperature=c.temperature, full=True
+                log_dist, values_n = self.policy.evaluate_batch(
+                    mb, temperature=c.temperature, full=True
                 )
-                # the reference's distributions, recomputed here rather than kept per segment
-                # since the rollout (a [tokens, vocab] float32 table each)
+                # the reference's distributions, recomputed here rather than kept since the
+                # rollout (a [tokens, vocab] float32 table per dialogue)
                 ref_log_dist = reference_distributions(
-                    self.ref_model,
-                    mb_segments,
-                    pad_token_id=self.policy.tokenizer.pad_token_id,
-                    temperature=c.temperature,
+                    self.ref_model, self.policy, mb, temperature=c.temperature
                 )
-            assert log_dist is not None
-            # 3. exact per-position KL(pi || pi_ref), packed into trajectories
-            kl_rows = (log_dist.exp() * (log_dist - ref_log_dist.to(log_dist.dtype))).sum(-1)
-            mb_kl, _ = pack(mb_segments, list(kl_rows), rows)
+            logprobs = log_dist.gather(-1, mb.tokens[..., None]).squeeze(-1)
+            # 3. exact per-position KL(pi || pi_ref)
+            mb_kl = (log_dist.exp() * (log_dist - ref_log_dist.to(log_dist.dtype))).sum(-1)
             width = logprobs.shape[1]
             mb_mask, mb_returns = mask[rows, :width], returns[rows, :width]
             mb_values = values_n * std + mean

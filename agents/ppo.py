@@ -9,14 +9,8 @@ from agents.common.advantages import compute_gae, explained_variance, masked_mea
 from agents.common.base import OnPolicyLearner
 from agents.common.config import PPOConfig
 from agents.common.kl import kl_penalty
-from agents.common.rollout import Rollout, pack
-from agents.common.training import (
-    autocast,
-    clip_and_step,
-    evaluate_segments,
-    masked_sum,
-    micro_batches,
-)
+from agents.common.rollout import Rollout
+from agents.common.training import autocast, clip_and_step, masked_sum, micro_batches
 
 
 class PPO(OnPolicyLearner):
@@ -54,12 +48,13 @@ class PPO(OnPolicyLearner):
         groups = self.select_trajectories(rollout)
         segments = rollout.segments_of(groups)
         dev = self.device
-        # 1. rollout tensors as trajectories [B, L]
-        old_logprobs, mask = pack(segments, [s.logprobs for s in segments], groups)
-        ref_logprobs, _ = pack(segments, [s.ref_logprobs for s in segments], groups)
-        old_values, _ = pack(segments, [s.values for s in segments], groups)
+        # 1. rollout tensors as trajectories [B, L], built once
+        batch = rollout.to_batch(groups)
         old_logprobs, ref_logprobs, old_values, mask = (
-            t.to(dev) for t in (old_logprobs, ref_logprobs, old_values, mask)
+            batch.logprobs,
+            batch.ref_logprobs,
+            batch.values,
+            batch.mask,
         )
         scores = self.scores(rollout, segments, groups)
         # 2. per-token reward: the judge's score at turn ends, the KL penalty everywhere
@@ -85,11 +80,9 @@ class PPO(OnPolicyLearner):
                 self.optimizers["policy"].zero_grad(set_to_none=True)
                 for rows in micro_batches(minibatch, c.micro_batch_size):
                     rows_t = torch.as_tensor(rows, device=dev)
-                    mb_groups = [groups[r] for r in rows]
-                    mb_segments = rollout.segments_of(mb_groups)
                     with autocast(dev, c.bf16_autocast):
-                        logprobs, values, _ = evaluate_segments(
-                            self.policy, mb_segments, mb_groups, temperature=c.temperature
+                        logprobs, values = self.policy.evaluate_batch(
+                            batch.rows(rows_t), temperature=c.temperature
                         )
                     width = logprobs.shape[1]
                     mb_mask = mask[rows_t, :width]

@@ -77,8 +77,6 @@ def test_one_update_moves_logprobs_with_the_reward(tiny_lm_dir, learner_cls, con
     more reward became more likely than those that earned less."""
     import gymnasium as gym
 
-    from agents.common.training import evaluate_segments
-
     config = tiny_config(config_cls, tiny_lm_dir, max_turns=1, batch_size=16, max_new_tokens=6)
     learner = learner_cls(config)
     learner.env = gym.make_vec(
@@ -95,7 +93,7 @@ def test_one_update_moves_logprobs_with_the_reward(tiny_lm_dir, learner_cls, con
 
     def logprobs():
         with torch.no_grad():
-            out, _, _ = evaluate_segments(learner.policy, segments, dialogues, temperature=1.0)
+            out, _ = learner.policy.evaluate_batch(rollout.to_batch(), temperature=1.0)
         return out.sum(1).numpy()
 
     before = logprobs()
@@ -209,7 +207,7 @@ def test_updates_log_diagnostics_and_reward_terms(tiny_lm_dir, learner_cls, conf
 
 def _segment(dialogue: int, text: str) -> Segment:
     zero = torch.zeros(1)
-    return Segment(dialogue, 0, [1], [2], zero, zero, zero, 0.0, 0.0, 0.0, text=text)
+    return Segment(dialogue, 0, 1, [2], zero, zero, zero, 0.0, 0.0, 0.0, text=text)
 
 
 def test_collapsed_batch_warns_once(tiny_lm_dir):
@@ -236,7 +234,7 @@ def test_normalized_scores_standardise_turn_ends_with_running_stats(tiny_lm_dir)
 
     def segment(dialogue, turn, n_tokens, reward):
         zeros = torch.zeros(n_tokens)
-        return Segment(dialogue, turn, [1], [5] * n_tokens, zeros, zeros, zeros, reward, 0.0, 0.0)
+        return Segment(dialogue, turn, 1, [5] * n_tokens, zeros, zeros, zeros, reward, 0.0, 0.0)
 
     rewards = [0.1, 0.3, 0.5, 0.9]
     rollout = Rollout(

@@ -1,38 +1,11 @@
-"""The PPO-vs-TRL benchmark's pieces: the floor's top-half pass and the report (no timing)."""
+"""The PPO-vs-TRL benchmark's report and arguments (no timing; its top-layers pass is the
+learners', tested in test_dialogue_tokens.py)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pytest
-import torch
-
-
-def test_top_half_logprobs_equal_the_full_forward(tiny_lm_dir: Path) -> None:
-    """The floor's top-half pass from the boundary states gives the full model's logprobs."""
-    from transformers import AutoModelForCausalLM
-
-    from agents.common.policy import response_logprobs
-    from benchmarks.perf.ppo_vs_trl import top_half_logprobs
-    from redteam_gym.models import left_pad
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
-    prompts, responses = [[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14, 15, 16]]
-    expected, _, _ = response_logprobs(model, prompts, responses, pad_token_id=0, full=True)
-    rows = [p + r for p, r in zip(prompts, responses, strict=True)]
-    input_ids, attention_mask = left_pad(rows, 0, model.device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_hidden_states=True,
-        )
-        got = top_half_logprobs(model, out.hidden_states[1], attention_mask, position_ids, 1, 3)
-    # the responses have equal lengths, so the right-aligned rows need no shift
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_report_gives_both_ratios() -> None:

@@ -93,6 +93,8 @@ class OnPolicyLearner:
         self.ref_model, _ = load_causal_lm(
             config.adversary_model, device=self.device, dtype=self.dtype, frozen=True
         )
+        # the reference forward that scores a rollout also computes the actor's frozen bottom
+        self.policy.share_bottom(self.ref_model)
         self.kl_ctl: KLController = (
             AdaptiveKLController(config.kl.coef, config.kl.target, config.kl.k_beta)
             if config.kl.adaptive

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,7 +18,11 @@ from redteam_gym.models import (
     left_pad,
     sample,
 )
+from redteam_gym.models.chat import encode_chat_continuation
 from redteam_gym.models.chat_lm import eos_token_ids
+
+if TYPE_CHECKING:
+    from agents.common.rollout import TokenBatch
 
 
 def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -93,6 +99,9 @@ class ActorCritic(nn.Module):
         self.critic = Critic(actor.config.hidden_size, critic_hidden_size).to(actor.device)
         self.num_frozen_layers = freeze_bottom(actor, frozen_fraction)
         self.eos_token_ids = eos_token_ids(actor, tokenizer)
+        self.shares_bottom = False
+        """Whether training runs the top layers alone, from the reference's boundary states
+        (set by `share_bottom`)."""
 
     @property
     def device(self) -> torch.device:
@@ -103,6 +112,74 @@ class ActorCritic(nn.Module):
 
     def encode(self, chat: Sequence[dict[str, str]]) -> list[int]:
         return encode_chat(self.tokenizer, chat, add_generation_prompt=True)
+
+    def continuation(self, chat: Sequence[dict[str, str]], after: int) -> list[int]:
+        """The ids that follow message `after`'s generated content in `chat`'s prompt (see
+        `encode_chat_continuation`)."""
+        return encode_chat_continuation(self.tokenizer, chat, after=after)
+
+    @torch.no_grad()
+    def share_bottom(self, reference: PreTrainedModel) -> bool:
+        """Let training start from `reference`'s boundary states when they are the actor's own.
+
+        The actor's frozen bottom (embeddings and the first `num_frozen_layers` blocks) is the
+        reference's bottom, unchanged by training, so the reference forward that scores a
+        rollout also yields the states at the boundary, and every epoch after it runs only the
+        trainable top layers. Shared when the frozen weights are equal and a small probe gives
+        the full forward's states through `top_layers`; otherwise training runs whole forwards.
+        """
+        start = self.num_frozen_layers
+        self.shares_bottom = False
+        if start == 0 or start >= len(transformer_layers(self.actor)):
+            return False
+        if not _bottoms_equal(self.actor, reference, start):
+            return False
+        probe = torch.arange(3, 15, device=self.device).remainder(self.actor.config.vocab_size)
+        input_ids = probe.reshape(2, 6)
+        attention_mask = torch.ones_like(input_ids)
+        attention_mask[1, 4:] = 0  # a right-padded row, as batches have
+        position_ids = torch.arange(6, device=self.device).expand(2, -1)
+        full = final_hidden(self.actor, input_ids, attention_mask, position_ids)
+        boundary = boundary_states(reference, start, input_ids, attention_mask, position_ids)[1]
+        try:
+            top = top_layers(self.actor, boundary, attention_mask, position_ids, start)
+        except (TypeError, ValueError, AttributeError, RuntimeError):
+            return False
+        kept = attention_mask.bool()
+        tol = 1e-4 if full.dtype == torch.float32 else 2e-2
+        scale = full[kept].abs().max().clamp_min(1.0)
+        self.shares_bottom = bool(((top - full)[kept].abs().max() / scale) <= tol)
+        return self.shares_bottom
+
+    def evaluate_batch(
+        self, batch: TokenBatch, *, temperature: float = 1.0, full: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current policy on a rollout's token batch, one forward pass per dialogue.
+
+        Returns `(logprobs [B, L], values [B, L])` of the trained tokens, or with `full` the
+        whole next-token log-distributions `[B, L, vocab]` in place of the logprobs. With a
+        shared bottom (`share_bottom`) and the batch's boundary states, the pass runs only
+        the top layers.
+        """
+        if self.shares_bottom and batch.boundary is not None:
+            hidden = top_layers(
+                self.actor,
+                batch.boundary,
+                batch.attention_mask,
+                batch.position_ids,
+                self.num_frozen_layers,
+            )
+        else:
+            hidden = final_hidden(
+                self.actor, batch.input_ids, batch.attention_mask, batch.position_ids
+            )
+        states = states_before(hidden, batch.positions)
+        log_dist = (token_logits(self.actor, states) / temperature).log_softmax(-1)
+        values = self.value(states).float().masked_fill(~batch.mask, 0.0)
+        if full:
+            return log_dist.masked_fill(~batch.mask[..., None], 0.0), values
+        logprobs = log_dist.gather(-1, batch.tokens[..., None]).squeeze(-1)
+        return logprobs.masked_fill(~batch.mask, 0.0), values
 
     @torch.no_grad()
     def generate(
@@ -157,6 +234,106 @@ class ActorCritic(nn.Module):
             value_head=self.value if with_values else None,
             full=full,
         )
+
+
+def final_hidden(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+) -> torch.Tensor:
+    """The model's final (normalised) hidden states `[B, N, hidden]`, without the output
+    projection, so that only the positions that need logits pay for the vocabulary."""
+    return model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+    ).last_hidden_state
+
+
+@contextlib.contextmanager
+def _layers_from(model: PreTrainedModel, start: int) -> Iterator[None]:
+    """Within the block, the model's decoder stack is its layers from `start` on."""
+    layers = transformer_layers(model)
+    owner = next(m for m in model.modules() if any(child is layers for child in m.children()))
+    name = next(n for n, child in owner.named_children() if child is layers)
+    setattr(owner, name, layers[start:])
+    try:
+        yield
+    finally:
+        setattr(owner, name, layers)
+
+
+def top_layers(
+    model: PreTrainedModel,
+    boundary: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    start: int,
+) -> torch.Tensor:
+    """The final hidden states from the input of layer `start` on: the model's own forward
+    with `boundary` as its input embeddings and its decoder stack cut to layers `start..`.
+
+    Right for models whose forward goes embeddings -> blocks -> norm with nothing added to
+    the input embeddings in between (Llama, Mistral, Qwen); `ActorCritic.share_bottom` checks
+    it on a probe before any learner relies on it.
+    """
+    with _layers_from(model, start):
+        return model.base_model(
+            inputs_embeds=boundary, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
+
+
+@torch.no_grad()
+def boundary_states(
+    model: PreTrainedModel,
+    start: int,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: `(final hidden states, the input states of layer start)`."""
+    captured: list[torch.Tensor] = []
+
+    def keep(_module, _args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    hook = transformer_layers(model)[start - 1].register_forward_hook(keep)
+    try:
+        hidden = final_hidden(model, input_ids, attention_mask, position_ids)
+    finally:
+        hook.remove()
+    return hidden, captured[-1]
+
+
+def _bottoms_equal(actor: PreTrainedModel, reference: PreTrainedModel, start: int) -> bool:
+    bottom = zip(
+        transformer_layers(actor)[:start], transformer_layers(reference)[:start], strict=True
+    )
+    pairs = [(actor.get_input_embeddings(), reference.get_input_embeddings()), *bottom]
+    for mine, theirs in pairs:
+        a, b = list(mine.parameters()), list(theirs.parameters())
+        if len(a) != len(b) or any(
+            x.shape != y.shape or x.dtype != y.dtype or not torch.equal(x, y)
+            for x, y in zip(a, b, strict=True)
+        ):
+            return False
+    return True
+
+
+def states_before(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The states `[B, L, hidden]` that predict the tokens at `positions` `[B, L]`: each one's
+    previous position."""
+    index = (positions - 1).clamp(min=0)
+    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+def token_logits(model: PreTrainedModel, states: torch.Tensor) -> torch.Tensor:
+    """The output projection of `states`, in float32 (with the final soft-capping of the
+    models that have it)."""
+    logits = model.get_output_embeddings()(states).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def response_logprobs(

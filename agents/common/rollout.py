@@ -3,6 +3,11 @@
 One trajectory is one dialogue: the adversary's tokens of every turn, concatenated, with
 each turn's env reward on the last token of that turn's utterance (the RLHF convention), so
 credit flows across turns. Token ids are kept as sampled; text is decoded only for the env.
+
+A dialogue is also one token sequence: each turn's prompt is the previous turn's prompt, the
+ids sampled for it, and the chat template's continuation (the end of that turn and the
+defender's reply). So the reference scores a whole dialogue in one forward pass at the end of
+the rollout, and every training epoch scores it in one more.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from agents.common.policy import ActorCritic, response_logprobs
+from agents.common.policy import (
+    ActorCritic,
+    boundary_states,
+    final_hidden,
+    states_before,
+    token_logits,
+)
 from redteam_gym.envs.core import EMPTY_UTTERANCE, adversary_view, parse_observation
 from redteam_gym.metrics.diversity import distinct_n
 from redteam_gym.models import SamplingConfig
@@ -25,11 +36,13 @@ class Segment:
 
     dialogue: int
     turn: int
-    prompt: list[int]
+    start: int
+    """Where the utterance's first id sits in its dialogue's token sequence."""
     tokens: list[int]
     logprobs: torch.Tensor
     values: torch.Tensor
-    ref_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor | None
+    """The reference's logprobs, filled in when the rollout ends."""
     reward: float
     defender_unsafe_prob: float
     adversary_unsafe_prob: float
@@ -40,12 +53,112 @@ class Segment:
 
 
 @dataclass
+class TokenBatch:
+    """Dialogues as tensors: each one's token sequence `[B, N]` (right padded) and its trained
+    tokens as a trajectory `[B, L]` (every turn's utterance, concatenated)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    positions: torch.Tensor
+    """`[B, L]`: where each trained token sits in its row of `input_ids`."""
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    """`[B, L]` bool: which trajectory entries are tokens (the rest is padding)."""
+    logprobs: torch.Tensor
+    """The sampling policy's logprobs `[B, L]`."""
+    values: torch.Tensor
+    ref_logprobs: torch.Tensor
+    boundary: torch.Tensor | None = None
+    """`[B, N, hidden]`: the reference's states at the input of the actor's first trained
+    layer, when the actor shares its frozen bottom with the reference."""
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        n = self.input_ids.shape[1]
+        return torch.arange(n, device=self.input_ids.device).expand(len(self.input_ids), -1)
+
+    def rows(self, index: Sequence[int] | torch.Tensor) -> TokenBatch:
+        """The batch of these rows, trimmed to their longest sequence and trajectory."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.input_ids.device)
+        n = int(self.attention_mask[index].sum(1).max())
+        width = int(self.mask[index].sum(1).max())
+        return TokenBatch(
+            input_ids=self.input_ids[index, :n],
+            attention_mask=self.attention_mask[index, :n],
+            positions=self.positions[index, :width],
+            tokens=self.tokens[index, :width],
+            mask=self.mask[index, :width],
+            logprobs=self.logprobs[index, :width],
+            values=self.values[index, :width],
+            ref_logprobs=self.ref_logprobs[index, :width],
+            boundary=None if self.boundary is None else self.boundary[index, :n],
+        )
+
+    @classmethod
+    def build(
+        cls,
+        sequences: Sequence[Sequence[int]],
+        segments: Sequence[Segment],
+        groups: Sequence[int],
+        *,
+        pad_token_id: int,
+        device: torch.device | str = "cpu",
+    ) -> TokenBatch:
+        """The batch of dialogues `groups` (rows in that order) from their sequences and
+        segments (segments of other dialogues are ignored)."""
+        index = {d: i for i, d in enumerate(groups)}
+        mine = sorted((s for s in segments if s.dialogue in index), key=lambda s: s.turn)
+        seq_len = max(len(sequences[d]) for d in groups)
+        input_ids = torch.full((len(groups), seq_len), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(groups), seq_len), dtype=torch.long)
+        for d, i in index.items():
+            input_ids[i, : len(sequences[d])] = torch.as_tensor(sequences[d], dtype=torch.long)
+            attention_mask[i, : len(sequences[d])] = 1
+        rows = {
+            "positions": [torch.arange(s.start, s.start + len(s.tokens)) for s in mine],
+            "tokens": [torch.as_tensor(s.tokens, dtype=torch.long) for s in mine],
+            "logprobs": [s.logprobs for s in mine],
+            "values": [s.values for s in mine],
+            "ref_logprobs": [
+                s.ref_logprobs if s.ref_logprobs is not None else torch.zeros(len(s.tokens))
+                for s in mine
+            ],
+        }
+        packed = {k: pack(mine, v, groups)[0] for k, v in rows.items()}
+        mask = pack(mine, rows["tokens"], groups)[1]
+        for s in mine:
+            if sequences[s.dialogue][s.start : s.start + len(s.tokens)] != list(s.tokens):
+                raise ValueError(
+                    f"dialogue {s.dialogue} turn {s.turn}: the sequence does not hold the "
+                    "utterance's ids at its start"
+                )
+        return cls(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            mask=mask.to(device),
+            **{k: v.to(device) for k, v in packed.items()},
+        )
+
+
+@dataclass
 class Rollout:
     """A batch of dialogues; `segments` are ordered by (turn, dialogue)."""
 
     segments: list[Segment]
     num_dialogues: int
     transcripts: list[list[dict[str, str]]] = field(default_factory=list)
+    sequences: list[list[int]] = field(default_factory=list)
+    """Each dialogue's token sequence as the adversary saw it, every utterance in place."""
+    batch: TokenBatch | None = None
+    """Every dialogue as tensors, built once (`to_batch`)."""
+
+    def to_batch(self, dialogues: Sequence[int] | None = None) -> TokenBatch:
+        """The tensors of these dialogues (all of them by default), rows in that order."""
+        if self.batch is None:
+            raise ValueError("this rollout has no token batch (collect_rollout builds it)")
+        if dialogues is None:
+            return self.batch
+        return self.batch.rows(list(dialogues))
 
     def segments_of(self, dialogues: Sequence[int]) -> list[Segment]:
         """The segments of these dialogues, dialogue by dialogue, turns in order."""
@@ -140,27 +253,22 @@ def collect_rollout(
     seed: int,
     system_prompt: str | None,
 ) -> Rollout:
-    """Play one batch of dialogues to the end. Seeded by `seed` alone (env openers and
-    sampling), so a resumed run replays exactly what an uninterrupted one would."""
+    """Play one batch of dialogues to the end, then score every dialogue under the reference
+    in one forward pass. Seeded by `seed` alone (env openers and sampling), so a resumed run
+    replays exactly what an uninterrupted one would."""
     num = envs.num_envs
     obs, _ = envs.reset(seed=seed)
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     active = list(range(num))
     segments: list[Segment] = []
     transcripts: list[list[dict[str, str]]] = [parse_observation(o) for o in obs]
+    # each dialogue's ids so far: the first prompt, then sampled ids and continuations
+    sequences = [policy.encode(adversary_view(t, system_prompt)) for t in transcripts]
     cache = None  # the actor's KV cache, carried from turn to turn
     for turn in range(envs.max_turns):
-        prompts = [policy.encode(adversary_view(transcripts[i], system_prompt)) for i in active]
+        prompts = [sequences[i] for i in active]
         samples = policy.generate(prompts, sampling, generator, prefix_cache=cache)
         cache = samples.cache
-        ref_out, _, _ = response_logprobs(
-            ref_model,
-            prompts,
-            samples.tokens,
-            pad_token_id=policy.tokenizer.pad_token_id,
-            temperature=sampling.temperature or 1.0,
-        )
-        ref_out = ref_out.cpu()
         texts = policy.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
         actions = [EMPTY_UTTERANCE] * num
         for row, i in enumerate(active):
@@ -168,16 +276,15 @@ def collect_rollout(
         obs, rewards, terminated, truncated, infos = envs.step(actions)
         assert samples.values is not None
         for row, i in enumerate(active):
-            n = len(samples.tokens[row])
             segments.append(
                 Segment(
                     dialogue=i,
                     turn=turn,
-                    prompt=prompts[row],
+                    start=len(sequences[i]),
                     tokens=samples.tokens[row],
                     logprobs=samples.logprobs[row],
                     values=samples.values[row],
-                    ref_logprobs=ref_out[row, :n],
+                    ref_logprobs=None,
                     reward=float(rewards[i]),
                     defender_unsafe_prob=float(infos["defender_unsafe_prob"][i]),
                     adversary_unsafe_prob=float(infos["adversary_unsafe_prob"][i]),
@@ -185,11 +292,68 @@ def collect_rollout(
                     reward_terms=_terms_of(infos, i),
                 )
             )
+            sequences[i] = sequences[i] + samples.tokens[row]
             transcripts[i] = list(infos["transcript"][i])
         active = [i for i in active if not (terminated[i] or truncated[i])]
         if not active:
             break
-    return Rollout(segments, num, transcripts)
+        for i in active:
+            sequences[i] = _continue(policy, sequences[i], transcripts[i], system_prompt)
+    batch = TokenBatch.build(
+        sequences,
+        segments,
+        list(range(num)),
+        pad_token_id=policy.tokenizer.pad_token_id,
+        device=policy.device,
+    )
+    score_with_reference(batch, ref_model, policy, temperature=sampling.temperature or 1.0)
+    _unpack_reference(batch, segments, num)
+    return Rollout(segments, num, transcripts, sequences, batch)
+
+
+def _continue(
+    policy: ActorCritic,
+    sequence: list[int],
+    transcript: list[dict[str, str]],
+    system_prompt: str | None,
+) -> list[int]:
+    """The dialogue's next prompt: its ids so far (ending with the utterance just sampled)
+    and the template's continuation after that utterance."""
+    chat = adversary_view(transcript, system_prompt)
+    last = max(i for i, m in enumerate(chat) if m["role"] == "assistant")
+    tail = policy.continuation(chat, after=last)
+    # the sampled stop token is the template's end of turn: keep one of them
+    if tail and sequence and sequence[-1] in policy.eos_token_ids and tail[0] == sequence[-1]:
+        tail = tail[1:]
+    return sequence + tail
+
+
+@torch.no_grad()
+def score_with_reference(
+    batch: TokenBatch, ref_model, policy: ActorCritic, *, temperature: float
+) -> None:
+    """Fill `batch.ref_logprobs` from one reference forward pass over every dialogue, and
+    `batch.boundary` with its states at the actor's first trained layer when the actor
+    shares its bottom (`ActorCritic.share_bottom`)."""
+    args = (batch.input_ids, batch.attention_mask, batch.position_ids)
+    if policy.shares_bottom:
+        hidden, batch.boundary = boundary_states(ref_model, policy.num_frozen_layers, *args)
+    else:
+        hidden = final_hidden(ref_model, *args)
+    logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
+    logprobs = logits.log_softmax(-1).gather(-1, batch.tokens[..., None]).squeeze(-1)
+    batch.ref_logprobs = logprobs.masked_fill(~batch.mask, 0.0)
+
+
+def _unpack_reference(batch: TokenBatch, segments: Sequence[Segment], num: int) -> None:
+    """Each segment's slice of the batch's reference logprobs."""
+    offset = [0] * num
+    for s in sorted(segments, key=lambda s: s.turn):
+        n = len(s.tokens)
+        s.ref_logprobs = batch.ref_logprobs[
+            s.dialogue, offset[s.dialogue] : offset[s.dialogue] + n
+        ].cpu()
+        offset[s.dialogue] += n
 
 
 def _terms_of(infos: dict, i: int) -> dict[str, float]:

@@ -8,8 +8,14 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from agents.common.policy import ActorCritic, response_logprobs
-from agents.common.rollout import Segment, pack
+from agents.common.policy import (
+    ActorCritic,
+    final_hidden,
+    states_before,
+    token_logits,
+    top_layers,
+)
+from agents.common.rollout import TokenBatch
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -17,38 +23,6 @@ def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def evaluate_segments(
-    policy: ActorCritic,
-    segments: Sequence[Segment],
-    groups: Sequence[int],
-    *,
-    temperature: float,
-    full: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The current policy's logprobs and values of the rollout's tokens, as trajectories.
-
-    Returns `(logprobs [B, L], values [B, L], log_dist [S, T, vocab] or None)`; the full
-    distributions stay per segment (A2C's exact KL), the rest is packed per dialogue.
-    """
-    out, values, _ = policy.evaluate(
-        [s.prompt for s in segments],
-        [s.tokens for s in segments],
-        temperature=temperature,
-        full=full,
-    )
-    assert values is not None
-    if full:
-        tokens = torch.zeros(out.shape[:2], dtype=torch.long, device=out.device)
-        for i, s in enumerate(segments):
-            tokens[i, : len(s.tokens)] = torch.tensor(s.tokens, device=out.device)
-        logprobs = out.gather(-1, tokens[..., None]).squeeze(-1)
-    else:
-        logprobs = out
-    logprobs_t, _ = pack(segments, list(logprobs), groups)
-    values_t, _ = pack(segments, list(values), groups)
-    return logprobs_t, values_t, out if full else None
 
 
 def micro_batches(rows: Sequence[int], size: int) -> list[list[int]]:
@@ -66,19 +40,23 @@ def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_distributions(
-    ref_model: nn.Module, segments: Sequence[Segment], *, pad_token_id: int, temperature: float
+    ref_model: nn.Module, policy: ActorCritic, batch: TokenBatch, *, temperature: float
 ) -> torch.Tensor:
-    """The frozen reference's next-token log-distributions at each segment's tokens,
-    `[S, T, vocab]` right padded: the layout `evaluate_segments(full=True)` returns."""
-    out, _, _ = response_logprobs(
-        ref_model,
-        [s.prompt for s in segments],
-        [s.tokens for s in segments],
-        pad_token_id=pad_token_id,
-        temperature=temperature,
-        full=True,
-    )
-    return out
+    """The frozen reference's next-token log-distributions at the batch's trained tokens,
+    `[B, L, vocab]`: the layout `ActorCritic.evaluate_batch(full=True)` returns. From the
+    batch's boundary states through the top layers alone when the actor shares its bottom."""
+    if policy.shares_bottom and batch.boundary is not None:
+        hidden = top_layers(
+            ref_model,
+            batch.boundary,
+            batch.attention_mask,
+            batch.position_ids,
+            policy.num_frozen_layers,
+        )
+    else:
+        hidden = final_hidden(ref_model, batch.input_ids, batch.attention_mask, batch.position_ids)
+    logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
+    return logits.log_softmax(-1).masked_fill(~batch.mask[..., None], 0.0)
 
 
 def clip_and_step(

@@ -6,8 +6,10 @@ python -m benchmarks.perf.ppo_vs_trl [--rounds 2] [--updates 3] [--warmup 1]
 ```
 
 The work, on both sides: SmolLM2-135M-Instruct, the adversary's view of the builtin train
-openers as prompts, batch 8, responses of at most 24 tokens sampled at T 1 (stopping at EOS),
-1 turn, 4 PPO epochs of 1 minibatch.
+openers as prompts, batch 8, responses of 24 tokens sampled at T 1, 1 turn, 4 PPO epochs of 1
+minibatch. TRL's sampler does not stop at EOS (its `stop_token` only truncates the response
+afterwards), so our sampler is run with no stop token here either: both sides sample, score
+and train on all 24 tokens of every response.
 
 - **TRL** 1.12.0 (`trl.experimental.ppo.PPOTrainer`, the last TRL with a PPO trainer) runs in a
   virtual environment this benchmark creates (`--trl-venv`), with the project's torch and
@@ -20,7 +22,8 @@ openers as prompts, batch 8, responses of at most 24 tokens sampled at T 1 (stop
   frozen, an MLP critic, and the frozen reference.
 - **Floor**: the compute no PPO update of that batch can avoid, timed alone: one sampling
   pass with a KV cache, one reference forward, and per epoch one forward and backward of
-  the trainable top half (from the boundary states the reference's frozen bottom computed).
+  the trainable top half (from the boundary states the reference's frozen bottom computed),
+  with nothing else: no env, no critic, no loss bookkeeping.
 
 Each side runs in its own process, `--warmup` updates then `--updates` timed updates; the
 sides alternate for `--rounds` rounds, so a drift in the machine's speed hits both. The
@@ -138,6 +141,7 @@ def _ours(job: dict[str, Any]) -> dict[str, Any]:
         seed=job["seed"],
     )
     learner = PPO(config)
+    learner.policy.eos_token_ids = []  # every response runs its full length, as TRL's do
     _ = learner.env
     env_seconds = [0.0]
     step = learner.env.step
@@ -177,37 +181,23 @@ def _ours(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def top_half_logprobs(model, hidden, attention_mask, position_ids, start: int, width: int):
-    """Logprobs of the last `width` tokens from the layer-`start` boundary states, through the
-    top layers only (a Llama-layout model: SmolLM2)."""
-    from transformers.masking_utils import create_causal_mask
-
-    inner = model.model
-    mask = create_causal_mask(
-        config=model.config,
-        inputs_embeds=hidden,
-        attention_mask=attention_mask,
-        cache=None,
-        position_ids=position_ids,
-    )
-    embeddings = inner.rotary_emb(hidden, position_ids=position_ids)
-    for layer in inner.layers[start:]:
-        hidden = layer(
-            hidden, attention_mask=mask, position_embeddings=embeddings, position_ids=position_ids
-        )
-    logits = model.lm_head(inner.norm(hidden[:, -width - 1 : -1]))
-    return logits.float().log_softmax(-1)
-
-
 def _floor(job: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
     import torch
 
-    from agents.common.policy import ActorCritic, response_logprobs
-    from redteam_gym.models import SMOLLM2, SamplingConfig, left_pad, load_causal_lm
+    from agents.common.policy import (
+        ActorCritic,
+        boundary_states,
+        states_before,
+        token_logits,
+        top_layers,
+    )
+    from agents.common.rollout import Segment, TokenBatch
+    from redteam_gym.models import SMOLLM2, SamplingConfig, load_causal_lm
 
     actor, tokenizer = load_causal_lm(SMOLLM2, frozen=False)
     reference, _ = load_causal_lm(SMOLLM2)
     policy = ActorCritic(actor, tokenizer)
+    policy.eos_token_ids = []  # every response runs its full length, as TRL's do
     start = policy.num_frozen_layers
     prompts = job["prompts"][: job["batch_size"]]
     sampling = SamplingConfig(max_new_tokens=job["response_length"], temperature=1.0)
@@ -217,33 +207,32 @@ def _floor(job: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
         t0 = time.perf_counter()
         samples = policy.generate(prompts, sampling, generator)
         t1 = time.perf_counter()
-        with torch.no_grad():
-            response_logprobs(
-                reference, prompts, samples.tokens, pad_token_id=tokenizer.pad_token_id
+        segments = [
+            Segment(i, 0, len(p), t, lp, lp, None, 0.0, 0.0, 0.0)
+            for i, (p, t, lp) in enumerate(
+                zip(prompts, samples.tokens, samples.logprobs, strict=True)
             )
+        ]
+        sequences = [list(p) + list(t) for p, t in zip(prompts, samples.tokens, strict=True)]
+        batch = TokenBatch.build(
+            sequences, segments, list(range(len(prompts))), pad_token_id=tokenizer.pad_token_id
+        )
         t2 = time.perf_counter()
+        # the reference forward, which also leaves the boundary states of the shared bottom
+        args = (batch.input_ids, batch.attention_mask, batch.position_ids)
+        hidden, boundary = boundary_states(reference, start, *args)
+        token_logits(reference, states_before(hidden, batch.positions)).log_softmax(-1)
+        t3 = time.perf_counter()
         times["sample_s"].append(t1 - t0)
-        times["reference_s"].append(t2 - t1)
-        # the boundary states: with the bottom shared, the reference forward made them
-        rows = [list(p) + list(t) for p, t in zip(prompts, samples.tokens, strict=True)]
-        input_ids, attention_mask = left_pad(rows, tokenizer.pad_token_id, actor.device)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
-            hidden = actor(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                output_hidden_states=True,
-            ).hidden_states[start]
-        width = max(len(t) for t in samples.tokens)
-        targets = input_ids[:, -width:]
+        times["reference_s"].append(t3 - t2)
         for _ in range(job["ppo_epochs"]):
-            t3 = time.perf_counter()
-            logprobs = top_half_logprobs(actor, hidden, attention_mask, position_ids, start, width)
-            loss = -logprobs.gather(-1, targets[..., None]).mean()
-            loss.backward()
+            t4 = time.perf_counter()
+            top = top_layers(actor, boundary, *args[1:], start)
+            logits = token_logits(actor, states_before(top, batch.positions))
+            logprobs = logits.log_softmax(-1).gather(-1, batch.tokens[..., None])
+            (-logprobs.squeeze(-1)[batch.mask].mean()).backward()
             actor.zero_grad(set_to_none=True)
-            times["epoch_s"].append(time.perf_counter() - t3)
+            times["epoch_s"].append(time.perf_counter() - t4)
     medians = {k: statistics.median(v) for k, v in times.items()}
     medians["floor_s"] = (
         medians["sample_s"] + medians["reference_s"] + job["ppo_epochs"] * medians["epoch_s"]
@@ -344,8 +333,8 @@ def render_report(
         "",
         *(f"- {k}: {v}" for k, v in info.items()),
         "",
-        f"Work per update: batch {args.batch_size}, responses of at most {args.response_length} "
-        f"tokens (T 1, stop at EOS), 1 turn, {args.ppo_epochs} epochs x 1 minibatch, "
+        f"Work per update: batch {args.batch_size}, responses of {args.response_length} "
+        f"tokens (T 1, no stop token on either side), 1 turn, {args.ppo_epochs} epochs x 1 minibatch, "
         "SmolLM2-135M-Instruct in fp32. Medians over "
         f"{args.rounds} alternating rounds x {args.updates} timed updates (after {args.warmup} "
         "warm-up) per side.",

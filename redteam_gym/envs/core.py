@@ -353,20 +353,22 @@ def adversary_view(
 ) -> list[dict[str, str]]:
     """The transcript as the adversary's chat: roles swapped, so the adversary (whose side also
     posted the opener) is the assistant and the defender is the user; the next generated
-    assistant message is the adversary's next utterance."""
-    swapped = [
-        {
-            "role": "assistant" if m["role"] in (OPENER, ADVERSARY) else "user",
-            "content": m["content"],
-        }
-        for m in transcript
-    ]
+    assistant message is the adversary's next utterance.
+
+    Consecutive messages of one transcript role are joined (a multi-message opener), but the
+    opener and the adversary's utterances stay separate assistant messages, so each turn's
+    chat extends the previous turn's chat plus its utterance: the learners splice the sampled
+    ids in place and train on a dialogue's final sequence in one forward pass.
+    """
     chat: list[dict[str, str]] = (
         [{"role": "system", "content": system_prompt}] if system_prompt else []
     )
-    for m in swapped:
-        if chat and chat[-1]["role"] == m["role"]:
-            chat[-1] = {"role": m["role"], "content": f"{chat[-1]['content']}\n\n{m['content']}"}
+    previous = None
+    for m in transcript:
+        role = "assistant" if m["role"] in (OPENER, ADVERSARY) else "user"
+        if m["role"] == previous:
+            chat[-1] = {"role": role, "content": f"{chat[-1]['content']}\n\n{m['content']}"}
         else:
-            chat.append(m)
+            chat.append({"role": role, "content": m["content"]})
+        previous = m["role"]
     return chat

@@ -1,6 +1,12 @@
 """Language models: loading (embedded SmolLM2, any HF id or path), chat encoding, sampling."""
 
-from redteam_gym.models.chat import DEFAULT_CHAT_TEMPLATE, Message, encode_chat, encode_text
+from redteam_gym.models.chat import (
+    DEFAULT_CHAT_TEMPLATE,
+    Message,
+    encode_chat,
+    encode_chat_continuation,
+    encode_text,
+)
 from redteam_gym.models.chat_lm import ChatLM
 from redteam_gym.models.generation import (
     PrefixCache,
@@ -35,6 +41,7 @@ __all__ = [
     "default_dtype",
     "embedded_gguf_path",
     "encode_chat",
+    "encode_chat_continuation",
     "encode_text",
     "left_pad",
     "load_causal_lm",

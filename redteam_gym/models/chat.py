@@ -89,6 +89,53 @@ def encode_chat_span(
     return ids, span
 
 
+def encode_chat_continuation(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, after: int
+) -> list[int]:
+    """Ids of what follows message `after`'s content when `messages` are rendered with a
+    generation prompt: that message's end-of-turn markup, the later messages and the prompt.
+
+    With it a dialogue's ids grow by splicing: `encode_chat(messages[:after])`, then the ids
+    the model generated for message `after`, then these. The template must render
+    `messages[:after]` (with a generation prompt) as a prefix of the whole; otherwise a
+    `ValueError` says it cannot be spliced.
+    """
+    if not 1 <= after < len(messages):
+        raise ValueError(
+            f"after={after} is not the index of a message with a prompt before it "
+            f"(1..{len(messages) - 1})"
+        )
+    template = tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+
+    def render(chat: Sequence[Message], generation_prompt: bool) -> str:
+        text = tokenizer.apply_chat_template(
+            [{"role": str(m["role"]), "content": f"\ue000{i}\ue001"} for i, m in enumerate(chat)],
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+        )
+        assert isinstance(text, str)
+        return text
+
+    whole = render(messages, True)
+    marker = f"\ue000{after}\ue001"
+    if not whole.startswith(render(messages[:after], True) + marker):
+        raise ValueError(
+            "the chat template does not render a conversation as a prefix of its continuation "
+            "(it merges or rewrites earlier messages), so generated ids cannot be spliced in"
+        )
+    ids: list[int] = []
+    cursor = whole.index(marker) + len(marker)
+    for match in _SENTINEL.finditer(whole, cursor):
+        ids += _encode(tokenizer, whole[cursor : match.start()], split_special=False)
+        ids += _encode(
+            tokenizer, str(messages[int(match.group(1))]["content"]).strip(), split_special=True
+        )
+        cursor = match.end()
+    ids += _encode(tokenizer, whole[cursor:], split_special=False)
+    return ids
+
+
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str, *, split_special: bool) -> list[int]:
     if not text:
         return []
