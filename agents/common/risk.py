@@ -20,13 +20,11 @@ there is no ramp: B0 jumps to ceil(alpha * B) right after the warm start.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 __all__ = [
-    "SoftRiskSchedule",
     "cvar",
     "select_lowest_returns",
     "soft_risk_batch_size",
@@ -105,69 +103,6 @@ def soft_risk_batch_size(
     batch_size = _check_int("batch_size", batch_size, 1)
     level = soft_risk_level(update_idx, alpha, n_warmup, rho, total_updates)
     return min(batch_size, max(1, _ceil(batch_size * level)))
-
-
-@dataclass
-class SoftRiskSchedule:
-    """Stateful soft-risk schedule: call :meth:`step` once per policy update.
-
-    ``update_idx`` is the 0-based index of the *next* update; it is the only state
-    saved by :meth:`state_dict` (the hyperparameters come from the config).
-    """
-
-    batch_size: int
-    """B: trajectories sampled per update."""
-    total_updates: int
-    """M: total number of policy updates."""
-    alpha: float = 0.2
-    """Risk level: the final fraction of the batch kept (RA-RLHF Table 8: 0.2 Jigsaw, 0.4 IMDB)."""
-    n_warmup: int = 30
-    """n (i_0): updates that use the full batch before the ramp starts."""
-    rho: float = 0.95
-    """The ramp reaches alpha at update ceil(rho * total_updates)."""
-    update_idx: int = 0
-    """0-based index of the current update."""
-
-    def __post_init__(self) -> None:
-        self.batch_size = _check_int("batch_size", self.batch_size, 1)
-        (self.update_idx, self.alpha, self.n_warmup, self.rho, self.total_updates) = (
-            _check_schedule_args(
-                self.update_idx, self.alpha, self.n_warmup, self.rho, self.total_updates
-            )
-        )
-
-    @property
-    def risk_level(self) -> float:
-        """Fraction of the batch kept at the current update (before rounding)."""
-        return soft_risk_level(
-            self.update_idx, self.alpha, self.n_warmup, self.rho, self.total_updates
-        )
-
-    @property
-    def selected_batch_size(self) -> int:
-        """B0 at the current update."""
-        return soft_risk_batch_size(
-            self.update_idx,
-            self.batch_size,
-            self.alpha,
-            self.n_warmup,
-            self.rho,
-            self.total_updates,
-        )
-
-    def step(self) -> None:
-        """Advance to the next update."""
-        self.update_idx += 1
-
-    def state_dict(self) -> dict[str, int]:
-        """Checkpoint state: the current update index."""
-        return {"update_idx": self.update_idx}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        """Restore the update index saved by :meth:`state_dict`."""
-        if "update_idx" not in state_dict:
-            raise ValueError("state_dict has no 'update_idx' entry")
-        self.update_idx = _check_int("update_idx", state_dict["update_idx"], 0)
 
 
 def _check_returns(returns: torch.Tensor) -> torch.Tensor:
