@@ -28,6 +28,7 @@ from agents.common.risk import (
     soft_risk_batch_size,
     soft_risk_level,
 )
+from redteam_gym.metrics.risk import cvar as metrics_cvar
 
 # ---------------------------------------------------------------- helpers
 
@@ -377,6 +378,18 @@ def test_cvar_against_sorted_samples() -> None:
         cvar(returns, 0.0)
     with pytest.raises(ValueError, match="empty"):
         cvar(torch.tensor([]), 0.5)
+
+
+def test_learner_cvar_is_the_metric_cvar() -> None:
+    # RA-RLHF logs risk/cvar, the benchmarks report return_cvar: one estimator for both.
+    gen = torch.Generator().manual_seed(7)
+    for n in (1, 3, 10, 30, 257):
+        returns = torch.randn(n, generator=gen, dtype=torch.float64)
+        for alpha in (0.01, 0.1, 0.25, 1 / 3, 0.5, 1.0):
+            assert cvar(returns, alpha).item() == metrics_cvar(returns.numpy(), alpha)
+    float32 = torch.randn(30, generator=gen)
+    assert cvar(float32, 0.1).dtype == torch.float32
+    assert cvar(float32, 0.1).item() == pytest.approx(metrics_cvar(float32.tolist(), 0.1))
 
 
 def test_explained_variance_matches_sklearn_on_valid_tokens():

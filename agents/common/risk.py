@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from redteam_gym.metrics.risk import cvar as metrics_cvar
+
 __all__ = [
     "cvar",
     "select_lowest_returns",
@@ -134,16 +136,14 @@ def cvar(returns: torch.Tensor, alpha: float) -> torch.Tensor:
     """Empirical lower-tail CVaR_alpha: the mean of the lowest ``ceil(alpha * n)`` returns.
 
     The sample version of ``E[R | R <= q_alpha(R)]`` (RA-RLHF eq. (6)), as a 0-dim
-    float tensor. ``alpha = 1`` gives the plain mean.
+    float tensor on the returns' device. ``alpha = 1`` gives the plain mean. It is a
+    statistic to log, not a loss: the value is :func:`redteam_gym.metrics.risk.cvar`
+    (one estimator for the learner's ``risk/cvar`` and the benchmarks' ``return_cvar``),
+    so it carries no gradient.
     """
     returns = _check_returns(returns)
-    alpha = float(alpha)
-    if not 0.0 < alpha <= 1.0:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    n = returns.numel()
-    if n == 0:
+    if returns.numel() == 0:
         raise ValueError("returns is empty")
-    k = min(n, max(1, _ceil(alpha * n)))
-    if not returns.is_floating_point():
-        returns = returns.to(torch.get_default_dtype())
-    return torch.sort(returns).values[:k].mean()
+    dtype = returns.dtype if returns.is_floating_point() else torch.get_default_dtype()
+    value = metrics_cvar(returns.detach().cpu().double().numpy(), float(alpha))
+    return torch.tensor(value, dtype=dtype, device=returns.device)
