@@ -258,7 +258,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # DESIGN.md: "demo: train, evaluate, report". When the learners are installed
     # (agents.PPO), a short PPO run trains first and is evaluated beside the baselines;
     # without them (or with --skip-train) the demo evaluates the baselines only.
-    trained = None if args.skip_train else _train_ppo_if_available(suite, root, args)
+    trained = None if args.skip_train else _train_ppo(suite, root, args)
     # ==========================================================================================
 
     steps = 3 if trained is not None else 2
@@ -296,25 +296,18 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"Report: {run / 'report.md'}  plots: {run / 'plots'}/*.png")
     if trained is not None:
         print(f"PPO checkpoint: {root / 'ppo-train'} (redteam-gym eval --adversary DIR)")
-    elif not args.skip_train:
-        print("(No PPO learner in this install yet: the demo evaluated the baselines only.)")
     return 0
 
 
-def _train_ppo_if_available(suite: Any, root: Path, args: argparse.Namespace) -> Any:
-    """Train a short PPO run when ``agents.PPO`` exists; returns the learner, or None.
+def _train_ppo(suite: Any, root: Path, args: argparse.Namespace) -> Any:
+    """Train a short PPO run; returns the learner.
 
     The learner gets the suite's defender, judge, openers, turns and batch size, trains on
     the *train* split (it makes its own env) and checkpoints into ``ROOT/ppo-train``; the
     learner itself is the adversary (``act``, ``reseed``).
     """
-    import dataclasses
+    from agents import PPO, PPOConfig
 
-    import agents
-
-    ppo_cls, config_cls = getattr(agents, "PPO", None), getattr(agents, "PPOConfig", None)
-    if ppo_cls is None or config_cls is None:
-        return None
     wanted = {
         "max_turns": suite.turns,
         "defender": suite.defender,
@@ -332,10 +325,9 @@ def _train_ppo_if_available(suite: Any, root: Path, args: argparse.Namespace) ->
         "ppo_epochs": 1,
         "num_minibatches": 1,
     }
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    config = config_cls(**{k: v for k, v in wanted.items() if k in fields and v is not None})
+    config = PPOConfig(**{k: v for k, v in wanted.items() if v is not None})
     print(f"\n[train] PPO, {args.updates} updates on the train split", flush=True)
-    learner = ppo_cls(config)
+    learner = PPO(config)
     learner.learn(total_updates=args.updates, run_dir=root / "ppo-train", progress=args.progress)
     terms = {
         k.removeprefix("reward/"): sum(h[k] for h in learner.history) / len(learner.history)

@@ -258,16 +258,9 @@ def make_adversary(
             f"adversary must be one of {ADVERSARIES} or a trained checkpoint directory; "
             f"{name!r} is neither"
         )
-    import agents
+    from agents import load_adversary
 
-    load = getattr(agents, "load_adversary", None)
-    if load is None:
-        raise ValueError(
-            f"adversary {name!r} is a directory, i.e. a trained learner checkpoint, but this "
-            "install has no agents.load_adversary: trained adversaries need the learners "
-            "(A2C/PPO/RA-RLHF). Evaluate 'zero-shot' or 'few-shot' instead."
-        )
-    return load(path)
+    return load_adversary(path)
 
 
 def reseed_adversary(adversary: Any, seed: int) -> bool:

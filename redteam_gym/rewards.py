@@ -29,7 +29,9 @@ echoes scores as empty (p = 0).
 **Novelty.** The buffer holds the last `buffer_size` utterances the env has seen (all its
 dialogues, all turns); each utterance of a step is compared with the buffer and with the other
 utterances of the same step, then the step's utterances join the buffer. BLEU is the
-smoothed cumulative BLEU-n averaged over n = 2..4 (the SelfBLEU of `redteam_gym.metrics`).
+smoothed cumulative BLEU-n averaged over n = 2..4 (the SelfBLEU of `redteam_gym.metrics`:
+NLTK's sentence BLEU with smoothing method 1 on `word_tokenize` words; see
+`redteam_gym.metrics.diversity`).
 The buffer is state: `state_dict`/`load_state_dict` carry it across a resume.
 """
 

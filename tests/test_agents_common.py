@@ -23,12 +23,12 @@ from agents.common.kl import (
     kl_penalty,
 )
 from agents.common.risk import (
-    SoftRiskSchedule,
     cvar,
     select_lowest_returns,
     soft_risk_batch_size,
     soft_risk_level,
 )
+from redteam_gym.metrics.risk import cvar as metrics_cvar
 
 # ---------------------------------------------------------------- helpers
 
@@ -249,16 +249,6 @@ def test_adaptive_kl_controller_one_update_by_hand() -> None:
     assert controller.k_beta == pytest.approx(0.0128)  # RA-RLHF Table 7 default
 
 
-def test_adaptive_kl_controller_horizon_form_matches_ziegler() -> None:
-    # Ziegler / TRL: mult = 1 + clip(kl/target - 1) * n_steps / horizon, n_steps = batch size.
-    controller = AdaptiveKLController.from_horizon(
-        init_kl_coef=0.2, target=6.0, horizon=10000, batch_size=128
-    )
-    assert controller.k_beta == pytest.approx(0.0128)
-    proportional_error = max(min(9.0 / 6.0 - 1, 0.2), -0.2)
-    assert controller.update(9.0) == pytest.approx(0.2 * (1 + proportional_error * 128 / 10000))
-
-
 def test_adaptive_kl_controller_state_dict_and_validation() -> None:
     controller = AdaptiveKLController(init_kl_coef=0.2, target=6.0, k_beta=0.1)
     controller.update(10.0)
@@ -275,8 +265,6 @@ def test_adaptive_kl_controller_state_dict_and_validation() -> None:
         AdaptiveKLController(init_kl_coef=0.0)
     with pytest.raises(ValueError, match="k_beta"):
         AdaptiveKLController(k_beta=-0.1)
-    with pytest.raises(ValueError, match="horizon"):
-        AdaptiveKLController.from_horizon(0.2, 6.0, horizon=0, batch_size=8)
     with pytest.raises(ValueError, match="value"):
         restored.load_state_dict({})
 
@@ -347,23 +335,6 @@ def test_soft_risk_schedule_rejects_bad_args(kwargs: dict, name: str) -> None:
         soft_risk_batch_size(**args)
 
 
-def test_soft_risk_schedule_dataclass_steps_and_checkpoints() -> None:
-    schedule = SoftRiskSchedule(batch_size=8, **PAPER)
-    sizes = []
-    for _ in range(100):
-        sizes.append(schedule.selected_batch_size)
-        schedule.step()
-    assert sizes == [soft_risk_batch_size(i, 8, **PAPER) for i in range(100)]
-    assert schedule.update_idx == 100
-    restored = SoftRiskSchedule(batch_size=8, **PAPER)
-    restored.load_state_dict(schedule.state_dict())
-    assert restored.update_idx == 100
-    assert restored.selected_batch_size == 2
-    assert restored.risk_level == 0.2
-    with pytest.raises(ValueError, match="alpha"):
-        SoftRiskSchedule(batch_size=8, total_updates=10, alpha=0.0)
-
-
 # ---------------------------------------------------------------- selection and CVaR
 
 
@@ -407,6 +378,18 @@ def test_cvar_against_sorted_samples() -> None:
         cvar(returns, 0.0)
     with pytest.raises(ValueError, match="empty"):
         cvar(torch.tensor([]), 0.5)
+
+
+def test_learner_cvar_is_the_metric_cvar() -> None:
+    # RA-RLHF logs risk/cvar, the benchmarks report return_cvar: one estimator for both.
+    gen = torch.Generator().manual_seed(7)
+    for n in (1, 3, 10, 30, 257):
+        returns = torch.randn(n, generator=gen, dtype=torch.float64)
+        for alpha in (0.01, 0.1, 0.25, 1 / 3, 0.5, 1.0):
+            assert cvar(returns, alpha).item() == metrics_cvar(returns.numpy(), alpha)
+    float32 = torch.randn(30, generator=gen)
+    assert cvar(float32, 0.1).dtype == torch.float32
+    assert cvar(float32, 0.1).item() == pytest.approx(metrics_cvar(float32.tolist(), 0.1))
 
 
 def test_explained_variance_matches_sklearn_on_valid_tokens():

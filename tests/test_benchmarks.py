@@ -356,12 +356,9 @@ def test_cli_parsers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert "unknown suite" in capsys.readouterr().err
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
-    import agents
-
-    # An empty DIR is no checkpoint: a clear error either way, before any model loads.
+    # An empty DIR is no checkpoint: a clear error, before any model loads.
     assert main(["eval", "--adversary", str(checkpoint), "--out", str(tmp_path / "o")]) == 2
-    expected = "no learner checkpoint" if hasattr(agents, "load_adversary") else "need the learners"
-    assert expected in capsys.readouterr().err
+    assert "no learner checkpoint" in capsys.readouterr().err
     assert main(["compare", str(tmp_path)]) == 2
 
 
@@ -399,7 +396,6 @@ def test_cli_subprocess_tiny_eval(
 def test_demo_and_checkpoint_eval(
     suite_file: Path, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agents
     from benchmarks.cli import main
 
     monkeypatch.setattr("redteam_gym.metrics.diversity.load_minilm", StubEmbedder)
@@ -416,23 +412,23 @@ def test_demo_and_checkpoint_eval(
     for run in ("zero-shot", "few-shot"):
         assert (demo / run / "report.md").is_file()
     assert json.loads((demo / "few-shot" / "eval.json").read_text())["adversary"] == "few-shot"
-    if hasattr(agents, "PPO"):  # the training hook ran: its checkpoint is an adversary DIR
-        assert "PPO" in table and (demo / "ppo" / "summary.json").is_file()
-        ckpt = ["eval", "--suite", str(suite_file), "--adversary", str(demo / "ppo-train")]
-        assert main([*ckpt, "--out", str(tmp_path / "ckpt"), "--no-progress", *tiny]) == 0
-        assert json.loads((tmp_path / "ckpt" / "summary.json").read_text())["adversary"] == "PPO"
-        from benchmarks.policy_gain import main as gain_main
+    # the training hook ran: its checkpoint is an adversary DIR
+    assert "PPO" in table and (demo / "ppo" / "summary.json").is_file()
+    ckpt = ["eval", "--suite", str(suite_file), "--adversary", str(demo / "ppo-train")]
+    assert main([*ckpt, "--out", str(tmp_path / "ckpt"), "--no-progress", *tiny]) == 0
+    assert json.loads((tmp_path / "ckpt" / "summary.json").read_text())["adversary"] == "PPO"
+    from benchmarks.policy_gain import main as gain_main
 
-        gain = tmp_path / "gain"
-        argv = [str(demo / "ppo-train"), "--out", str(gain), "--rollouts", "2", "--no-progress"]
-        assert gain_main(argv) == 0
-        result = json.loads((gain / "gain.json").read_text())
-        assert result["algo"] == "PPO" and result["updates"] == 1
-        assert set(result["policies"]) == {"initial", "trained"}
-        for side in ("initial", "trained"):
-            assert len((gain / side / "rollouts.jsonl").read_text().splitlines()) == 2
-        assert "Welch t" in (gain / "gain.md").read_text()
-        assert "paired_t" in result and "mannwhitney_p" in result and "wilcoxon_p" in result
+    gain = tmp_path / "gain"
+    argv = [str(demo / "ppo-train"), "--out", str(gain), "--rollouts", "2", "--no-progress"]
+    assert gain_main(argv) == 0
+    result = json.loads((gain / "gain.json").read_text())
+    assert result["algo"] == "PPO" and result["updates"] == 1
+    assert set(result["policies"]) == {"initial", "trained"}
+    for side in ("initial", "trained"):
+        assert len((gain / side / "rollouts.jsonl").read_text().splitlines()) == 2
+    assert "Welch t" in (gain / "gain.md").read_text()
+    assert "paired_t" in result and "mannwhitney_p" in result and "wilcoxon_p" in result
 
 
 def test_gain_statistics_by_hand() -> None:

@@ -133,8 +133,8 @@ class AdaptiveKLController(KLController):
       directly; their defaults are ``init_kl_coef=0.2, target=6.0, k_beta=0.0128``.
     * Ziegler et al. / TRL: ``mult = 1 + e * n_steps / horizon`` where ``n_steps`` is
       the number of episodes per update (the batch size), so
-      ``k_beta = batch_size / horizon``; use :meth:`from_horizon`. TRL's default
-      ``horizon=10000`` with RA-RLHF's batch of 128 gives exactly 0.0128.
+      ``k_beta = batch_size / horizon``: TRL's default ``horizon=10000`` with RA-RLHF's
+      batch of 128 gives exactly 0.0128.
     """
 
     def __init__(
@@ -155,18 +155,6 @@ class AdaptiveKLController(KLController):
         self.value = init_kl_coef
         self.target = target
         self.k_beta = k_beta
-
-    @classmethod
-    def from_horizon(
-        cls, init_kl_coef: float, target: float, horizon: float, batch_size: int
-    ) -> AdaptiveKLController:
-        """Ziegler et al. / TRL form: ``k_beta = batch_size / horizon`` (n_steps per update)."""
-        horizon = _finite_float("horizon", horizon)
-        if horizon <= 0:
-            raise ValueError(f"horizon must be > 0, got {horizon}")
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
-        return cls(init_kl_coef=init_kl_coef, target=target, k_beta=batch_size / horizon)
 
     def update(self, current_kl: float) -> float:
         """Apply one controller step for the batch's mean KL and return the new coefficient."""

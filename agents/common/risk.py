@@ -20,13 +20,13 @@ there is no ramp: B0 jumps to ceil(alpha * B) right after the warm start.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from redteam_gym.metrics.risk import cvar as metrics_cvar
+
 __all__ = [
-    "SoftRiskSchedule",
     "cvar",
     "select_lowest_returns",
     "soft_risk_batch_size",
@@ -107,69 +107,6 @@ def soft_risk_batch_size(
     return min(batch_size, max(1, _ceil(batch_size * level)))
 
 
-@dataclass
-class SoftRiskSchedule:
-    """Stateful soft-risk schedule: call :meth:`step` once per policy update.
-
-    ``update_idx`` is the 0-based index of the *next* update; it is the only state
-    saved by :meth:`state_dict` (the hyperparameters come from the config).
-    """
-
-    batch_size: int
-    """B: trajectories sampled per update."""
-    total_updates: int
-    """M: total number of policy updates."""
-    alpha: float = 0.2
-    """Risk level: the final fraction of the batch kept (RA-RLHF Table 8: 0.2 Jigsaw, 0.4 IMDB)."""
-    n_warmup: int = 30
-    """n (i_0): updates that use the full batch before the ramp starts."""
-    rho: float = 0.95
-    """The ramp reaches alpha at update ceil(rho * total_updates)."""
-    update_idx: int = 0
-    """0-based index of the current update."""
-
-    def __post_init__(self) -> None:
-        self.batch_size = _check_int("batch_size", self.batch_size, 1)
-        (self.update_idx, self.alpha, self.n_warmup, self.rho, self.total_updates) = (
-            _check_schedule_args(
-                self.update_idx, self.alpha, self.n_warmup, self.rho, self.total_updates
-            )
-        )
-
-    @property
-    def risk_level(self) -> float:
-        """Fraction of the batch kept at the current update (before rounding)."""
-        return soft_risk_level(
-            self.update_idx, self.alpha, self.n_warmup, self.rho, self.total_updates
-        )
-
-    @property
-    def selected_batch_size(self) -> int:
-        """B0 at the current update."""
-        return soft_risk_batch_size(
-            self.update_idx,
-            self.batch_size,
-            self.alpha,
-            self.n_warmup,
-            self.rho,
-            self.total_updates,
-        )
-
-    def step(self) -> None:
-        """Advance to the next update."""
-        self.update_idx += 1
-
-    def state_dict(self) -> dict[str, int]:
-        """Checkpoint state: the current update index."""
-        return {"update_idx": self.update_idx}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        """Restore the update index saved by :meth:`state_dict`."""
-        if "update_idx" not in state_dict:
-            raise ValueError("state_dict has no 'update_idx' entry")
-        self.update_idx = _check_int("update_idx", state_dict["update_idx"], 0)
-
-
 def _check_returns(returns: torch.Tensor) -> torch.Tensor:
     returns = torch.as_tensor(returns)
     if returns.dim() != 1:
@@ -199,16 +136,14 @@ def cvar(returns: torch.Tensor, alpha: float) -> torch.Tensor:
     """Empirical lower-tail CVaR_alpha: the mean of the lowest ``ceil(alpha * n)`` returns.
 
     The sample version of ``E[R | R <= q_alpha(R)]`` (RA-RLHF eq. (6)), as a 0-dim
-    float tensor. ``alpha = 1`` gives the plain mean.
+    float tensor on the returns' device. ``alpha = 1`` gives the plain mean. It is a
+    statistic to log, not a loss: the value is :func:`redteam_gym.metrics.risk.cvar`
+    (one estimator for the learner's ``risk/cvar`` and the benchmarks' ``return_cvar``),
+    so it carries no gradient.
     """
     returns = _check_returns(returns)
-    alpha = float(alpha)
-    if not 0.0 < alpha <= 1.0:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    n = returns.numel()
-    if n == 0:
+    if returns.numel() == 0:
         raise ValueError("returns is empty")
-    k = min(n, max(1, _ceil(alpha * n)))
-    if not returns.is_floating_point():
-        returns = returns.to(torch.get_default_dtype())
-    return torch.sort(returns).values[:k].mean()
+    dtype = returns.dtype if returns.is_floating_point() else torch.get_default_dtype()
+    value = metrics_cvar(returns.detach().cpu().double().numpy(), float(alpha))
+    return torch.tensor(value, dtype=dtype, device=returns.device)

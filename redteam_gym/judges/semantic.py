@@ -23,10 +23,10 @@ import argparse
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from torch import nn
 from redteam_gym.judges.base import JudgeOutput, validate_conversations
 from redteam_gym.judges.corpus import CATEGORIES, CORPUS_DIR, LabelledText, load_corpus
 from redteam_gym.models.chat import Message
+
+if TYPE_CHECKING:
+    from transformers import BertModel
 
 __all__ = [
     "SEMANTIC_WEIGHTS",
@@ -96,8 +99,8 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
-def _load_encoder() -> tuple[Any, nn.Module]:
-    from transformers import AutoModel, AutoTokenizer
+def _load_encoder() -> tuple[Any, BertModel]:
+    from transformers import AutoModel, AutoTokenizer, BertModel
 
     from redteam_gym.models.loading import quiet_progress
 
@@ -105,6 +108,9 @@ def _load_encoder() -> tuple[Any, nn.Module]:
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     with quiet_progress():
         encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    # the judge reaches into the BERT layout (embeddings, encoder.layer) to cache layers
+    if not isinstance(encoder, BertModel):
+        raise TypeError(f"{path} holds a {type(encoder).__name__}, not the BERT MiniLM")
     return tokenizer, encoder.eval()
 
 
@@ -113,7 +119,7 @@ def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
-def _run_layers(layers: Sequence[nn.Module], hidden: torch.Tensor, mask: torch.Tensor) -> Any:
+def _run_layers(layers: Iterable[nn.Module], hidden: torch.Tensor, mask: torch.Tensor) -> Any:
     additive = _additive_mask(mask, hidden.dtype)
     for layer in layers:
         out = layer(hidden, attention_mask=additive)
@@ -175,7 +181,9 @@ class SemanticJudge:
         if missing:
             raise ValueError(f"{path} holds weights the encoder does not have: {sorted(missing)}")
         encoder.load_state_dict(encoder_state, strict=False)
-        self.encoder = encoder.to(self.device).eval()
+        # transformers wraps PreTrainedModel.to in functools.wraps, whose typeshed type does
+        # not bind self: mypy reads the device as the model argument
+        self.encoder = encoder.to(self.device).eval()  # type: ignore[arg-type]
         self.head = head.to(self.device).eval()
 
     @torch.no_grad()
