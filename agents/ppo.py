@@ -78,7 +78,7 @@ class PPO(OnPolicyLearner):
                 n_tokens = mask[torch.as_tensor(minibatch, device=dev)].sum().clamp_min(1)
                 sums = dict.fromkeys(stats, 0.0)
                 self.optimizers["policy"].zero_grad(set_to_none=True)
-                for rows in micro_batches(minibatch, c.micro_batch_size):
+                for rows in micro_batches(minibatch.tolist(), c.micro_batch_size):
                     rows_t = torch.as_tensor(rows, device=dev)
                     with autocast(dev, c.bf16_autocast):
                         logprobs, values = self.policy.evaluate_batch(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from agents.common.policy import (
     ActorCritic,
@@ -40,7 +41,7 @@ def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_distributions(
-    ref_model: nn.Module, policy: ActorCritic, batch: TokenBatch, *, temperature: float
+    ref_model: PreTrainedModel, policy: ActorCritic, batch: TokenBatch, *, temperature: float
 ) -> torch.Tensor:
     """The frozen reference's next-token log-distributions at the batch's trained tokens,
     `[B, L, vocab]`: the layout `ActorCritic.evaluate_batch(full=True)` returns. From the
