@@ -10,15 +10,11 @@ Openers and seeds (what makes ``resume`` and cross-adversary comparisons exact)
 - **Opener order.** Rollout ``i`` uses opener ``perm[i % n]`` where ``perm`` is a
   permutation of the suite's ``n`` openers drawn from ``suite.seed`` alone: every
   adversary evaluated on a suite sees the same openers in the same rollouts.
-- **Forcing an opener.** The env has no reset option that names an opener; it draws the
-  opener of sub-env ``j`` from the per-env seed ``reset(seed=[s_0, ..., s_{B-1}])``.
-  The runner therefore *searches* seeds: per sub-env slot it walks a fixed candidate
-  stream (``candidate_seeds(suite.seed, slot)``), asks the env itself which opener each
-  candidate gives there (``reset`` is cheap: no model call), and gives the ``k``-th
-  rollout of opener ``o`` in that slot the ``k``-th candidate that yields ``o``. Every rollout gets its own seed, a
-  function of ``(suite.seed, i)`` only; each batch's reset checks that the env really
-  dealt the intended openers. The defender's sampling generator is seeded by the env from
-  the batch's per-env seeds, so it is fixed by ``(suite.seed, batch)`` as well.
+- **Choosing openers and seeds.** Each batch resets the vector env with
+  ``options={"opener_id": [...]}`` (the openers of its rollouts) and one seed per rollout,
+  ``rollout_seed(suite.seed, i)``, a function of ``(suite.seed, i)`` only. The defender's
+  sampling generator is seeded by the env from the batch's per-env seeds, so it is fixed by
+  ``(suite.seed, batch)`` as well.
 - **Adversary seeding.** Before each batch the adversary is re-seeded with a seed derived
   from ``(suite.seed, batch index)``: ``adversary.reseed(seed)`` if it has one, else its
   ``generator`` attribute (a ``torch.Generator`` is re-seeded in place, a numpy
@@ -55,7 +51,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -71,7 +67,6 @@ __all__ = [
     "Summary",
     "adversary_name",
     "batch_seed",
-    "candidate_seeds",
     "compute_summary",
     "evaluate",
     "make_adversary",
@@ -79,6 +74,7 @@ __all__ = [
     "opener_order",
     "read_rollouts",
     "reseed_adversary",
+    "rollout_seed",
 ]
 
 Summary: TypeAlias = dict[str, Any]
@@ -109,10 +105,15 @@ ADVERSARIES = ("zero-shot", "few-shot")
 ROLLOUTS_FILE = "rollouts.jsonl"
 EVAL_FILE = "eval.json"
 """The run's settings, written first and checked on resume."""
+EVAL_PROTOCOL = 2
+"""How rollouts get their openers and seeds; an eval resumes only under its own protocol
+(1: seeds searched until the env drew the wanted openers; 2: openers chosen by reset options,
+seeds derived per rollout)."""
 
 # Fixed words mixed into seeds so the streams never collide.
 _PERMUTATION_STREAM = 0x09E2
 _ADVERSARY_STREAM = 0xAD5E
+_ROLLOUT_STREAM = 0x5EED
 # Settings allowed to change on resume: they do not change any rollout (see module doc).
 _RESUMABLE_CHANGES = frozenset({"name", "description", "rollouts"})
 
@@ -137,66 +138,9 @@ def opener_order(num_openers: int, suite_seed: int) -> np.ndarray:
     return rng.permutation(num_openers)
 
 
-def candidate_seeds(suite_seed: int, slot: int) -> Iterator[int]:
-    """The fixed stream of per-env seeds searched for sub-env ``slot`` of every batch.
-
-    One stream per slot because the env may map one seed to different openers in different
-    slots (it does: sub-env 0's generator draws from its rng before the opener). Disjoint
-    ranges per suite seed and slot, so no two rollouts share a seed.
-    """
-    start = ((int(suite_seed) + 1) << 48) + (int(slot) << 32)
-    k = 0
-    while True:
-        yield start + k
-        k += 1
-
-
-def _assign_seeds(
-    envs: Any, targets: Sequence[int], opener_index: dict[str, int], suite_seed: int
-) -> list[int]:
-    """Per-rollout env seeds such that ``reset`` deals opener ``targets[i]`` to rollout ``i``.
-
-    Rollout ``i`` runs in sub-env ``j = i % num_envs``. Each slot walks its own
-    ``candidate_seeds`` stream (all slots at once, one ``reset`` per step), asking the env
-    which opener each candidate gives there; the ``k``-th rollout of opener ``o`` in slot
-    ``j`` takes the ``k``-th candidate of stream ``j`` that gives ``o``. Prefix-stable: a
-    rollout's seed does not depend on how many rollouts follow it.
-    """
-    num_envs = envs.num_envs
-    need: list[dict[int, int]] = [{} for _ in range(num_envs)]
-    for i, o in enumerate(targets):
-        slot = need[i % num_envs]
-        slot[int(o)] = slot.get(int(o), 0) + 1
-    found: list[dict[int, list[int]]] = [{o: [] for o in slot} for slot in need]
-    missing = [len(slot) for slot in need]
-    streams = [candidate_seeds(suite_seed, j) for j in range(num_envs)]
-    n = len(opener_index)
-    most = max((c for slot in need for c in slot.values()), default=1)
-    # Coupon collector: ~n (ln n + k) draws per slot; far more means the env ignores seeds.
-    limit = 50 * n * (most + int(math.log(n + 1)) + 1) + 10_000
-    tried = 0
-    while any(missing):
-        if tried > limit:
-            raise RuntimeError(
-                f"no per-env seed dealt the wanted openers after {tried} tries per sub-env: the "
-                "env's opener no longer depends on reset(seed=[...]) alone; "
-                "benchmarks.runner needs another way to choose openers"
-            )
-        chunk = [next(stream) for stream in streams]
-        tried += 1
-        _, infos = envs.reset(seed=chunk)
-        for j, (seed, opener_id) in enumerate(zip(chunk, infos["opener_id"], strict=True)):
-            o = opener_index[str(opener_id)]
-            if o in found[j] and len(found[j][o]) < need[j][o]:
-                found[j][o].append(seed)
-                missing[j] -= len(found[j][o]) == need[j][o]
-    taken: list[dict[int, int]] = [dict.fromkeys(slot, 0) for slot in need]
-    seeds = []
-    for i, o in enumerate(targets):
-        j = i % num_envs
-        seeds.append(found[j][int(o)][taken[j][int(o)]])
-        taken[j][int(o)] += 1
-    return seeds
+def rollout_seed(suite_seed: int, rollout: int) -> int:
+    """The env seed of rollout ``rollout``: a function of ``(suite seed, rollout)`` only."""
+    return _derive_seed(suite_seed, _ROLLOUT_STREAM, rollout)
 
 
 # ----- adversaries ------------------------------------------------------------------------
@@ -516,20 +460,12 @@ def _run_batch(
 ) -> list[dict[str, Any]]:
     """Run one batch of conversations to the end; one record per sub-env.
 
-    ``expected`` are the opener ids the seeds must deal (checked right after the reset).
+    ``expected`` are the ids of the rollouts' openers, chosen through the reset's options.
     """
     from redteam_gym.envs.core import EMPTY_UTTERANCE
 
-    obs, infos = envs.reset(seed=list(seeds))
+    obs, infos = envs.reset(seed=list(seeds), options={"opener_id": list(expected)})
     num_envs = envs.num_envs
-    for i, seed, dealt, wanted in zip(
-        rollout_ids, seeds, infos["opener_id"], expected, strict=True
-    ):
-        if str(dealt) != wanted:
-            raise RuntimeError(
-                f"rollout {i}: the env dealt opener {dealt!r} for seed {seed}, expected "
-                f"{wanted!r}: its openers no longer depend on the per-env seed alone"
-            )
     turns: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
     transcripts: list[list[dict[str, str]]] = [[] for _ in range(num_envs)]
     opener_ids = [str(o) for o in infos["opener_id"]]
@@ -698,6 +634,7 @@ def evaluate(
         raise TypeError(f"adversary must have act(observations) -> list[str], got {adversary!r}")
     name = adversary_name(adversary)
     settings = {
+        "protocol": EVAL_PROTOCOL,
         "suite": suite.to_dict(),
         "adversary": name,
         "adversary_detail": _adversary_detail(adversary),
@@ -707,13 +644,12 @@ def evaluate(
         _check_or_write_settings(out / EVAL_FILE, settings, resume and bool(existing))
 
     engine = _engine(envs)
-    # One entry per id: the env reports openers by id, so ids must name one opener each.
+    # One entry per id: reset options name openers by id, so ids must name one opener each.
     openers = list({o.id: o for o in engine.openers}.values())
-    opener_index = {o.id: k for k, o in enumerate(openers)}
     order = opener_order(len(openers), suite.seed)
     num_slots = suite.num_batches * suite.batch_size
     targets = [int(order[i % len(openers)]) for i in range(num_slots)]
-    seeds = _assign_seeds(envs, targets, opener_index, suite.seed)
+    seeds = [rollout_seed(suite.seed, i) for i in range(num_slots)]
     used = sorted(set(targets[: suite.rollouts]))
     opener_scores = _score_openers(engine.judge, [openers[k] for k in used], suite.batch_size)
 
@@ -817,6 +753,12 @@ def _check_or_write_settings(path: Path, settings: dict[str, Any], resuming: boo
     """On resume, refuse settings that would change the rollouts; else record them."""
     if resuming and path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("protocol", 1) != settings["protocol"]:
+            raise ValueError(
+                f"cannot resume {path.parent}: its rollouts were seeded by eval protocol "
+                f"{stored.get('protocol', 1)}, this runner uses protocol {settings['protocol']} "
+                "(openers chosen by reset options); rerun it from the start with --overwrite"
+            )
         old, new = stored.get("suite", {}), settings["suite"]
         changed = sorted(
             k

@@ -276,3 +276,31 @@ def test_real_smollm2_defender_and_profanity_judge():
     obs, info = env.reset(seed=0)
     _, reward, _, _, info = env.step("Honestly, what do you really think of them?")
     assert len(info["defender_response"]) > 0 and reward >= 0.0
+
+
+def test_reset_options_choose_the_opener(kwargs):
+    env = gym.make("RedTeamDialogue-v0", **kwargs)
+    openers = env.unwrapped.engine.openers
+    _, info = env.reset(seed=0, options={"opener_id": openers[3].id})
+    assert info["opener_id"] == openers[3].id
+    _, info = env.reset(seed=0, options={"opener_index": 5})
+    assert info["opener_id"] == openers[5].id
+    with pytest.raises(ValueError, match="no opener with id 'nope'"):
+        env.reset(options={"opener_id": "nope"})
+    with pytest.raises(ValueError, match=r"opener_index must be in 0\.\."):
+        env.reset(options={"opener_index": len(openers)})
+    with pytest.raises(ValueError, match="unknown reset option"):
+        env.reset(options={"opener": "x"})
+
+
+def test_vector_reset_options_choose_each_opener(kwargs):
+    envs = gym.make_vec("RedTeamDialogue-v0", num_envs=3, **kwargs)
+    openers = envs.engine.openers
+    wanted = [openers[7].id, None, openers[2].id]
+    _, infos = envs.reset(seed=[1, 2, 3], options={"opener_id": wanted})
+    _, drawn = envs.reset(seed=[1, 2, 3])
+    assert list(infos["opener_id"]) == [openers[7].id, drawn["opener_id"][1], openers[2].id]
+    _, infos = envs.reset(options={"opener_index": 4})
+    assert set(infos["opener_id"]) == {openers[4].id}
+    with pytest.raises(ValueError, match="has 2 entries for 3 envs"):
+        envs.reset(options={"opener_id": wanted[:2]})

@@ -3,19 +3,23 @@
 ```
 python -m benchmarks.perf.learners [--algos ppo a2c ra-rlhf] [--turns 1 3] [--updates 3]
     [--batch-size 8] [--max-new-tokens 24] [--defender-max-new-tokens 64]
-    [--torch-threads N] [--out benchmarks/results/perf-learners.md]
+    [--torch-threads N] [--micro-batch-size N] [--profile]
+    [--out benchmarks/results/perf-learners.md]
 ```
 
 Each (learner, turns) pair trains for `--updates` updates in a fresh Python subprocess, so
 its peak resident memory (`ru_maxrss`) is its own: the actor, the frozen reference shared with
 the defender, the critic, AdamW states, the judge and the rollout. The first update is
 reported apart (it also builds the env and warms the allocator); the table gives the median of
-the others, split into rollout collection and the optimisation step.
+the others, split into rollout collection (of which the env's step: the defender and the
+judge) and the optimisation step. With `--profile`, the last update of each run is profiled
+with `torch.profiler`, and the report lists the operators with the most self CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -44,33 +48,61 @@ def _child(algo: str, turns: int, args: argparse.Namespace) -> dict[str, Any]:
         defender_max_new_tokens=args.defender_max_new_tokens,
         defender_temperature=args.defender_temperature,
         seed=0,
+        **({"micro_batch_size": args.micro_batch_size} if args.micro_batch_size else {}),
     )
     learner = cls(config)
     built = time.perf_counter() - start
     updates: list[dict[str, float]] = []
     learner.total_updates = args.updates
-    for _ in range(args.updates):
+    env_seconds = [0.0]
+    profile = None
+    for u in range(args.updates):
         t0 = time.perf_counter()
         if learner.update_idx == 0:
-            _ = learner.env  # the env is built lazily: count it in the first update
-        rollout = learner.collect_rollout()
-        t1 = time.perf_counter()
-        learner.train(rollout)
+            env = learner.env  # the env is built lazily: count it in the first update
+            env.step = _timed(env.step, env_seconds)
+        env_seconds[0] = 0.0
+        profiler = _profiler() if args.profile and u == args.updates - 1 else None
+        with profiler or contextlib.nullcontext():
+            rollout = learner.collect_rollout()
+            t1 = time.perf_counter()
+            learner.train(rollout)
         learner.update_idx += 1
         t2 = time.perf_counter()
+        if profiler is not None:
+            profile = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
         updates.append(
             {
                 "rollout_s": t1 - t0,
+                "env_s": env_seconds[0],
                 "train_s": t2 - t1,
                 "tokens": float(sum(len(s.tokens) for s in rollout.segments)),
             }
         )
     return {
+        "profile": profile,
         "build_s": built,
         "updates": updates,
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "trainable_params": sum(p.numel() for p in learner.policy.parameters() if p.requires_grad),
     }
+
+
+def _timed(step, total: list[float]):
+    def timed(actions):
+        t0 = time.perf_counter()
+        try:
+            return step(actions)
+        finally:
+            total[0] += time.perf_counter() - t0
+
+    return timed
+
+
+def _profiler():
+    import torch
+
+    return torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
 
 def _run_child(algo: str, turns: int, argv: list[str]) -> dict[str, Any]:
@@ -103,6 +135,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--defender-temperature", type=float, default=0.0, help="(default 0: greedy, the env's)"
     )
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--micro-batch-size", type=int, default=0, help="dialogues per backward (default: all)"
+    )
+    p.add_argument("--profile", action="store_true", help="profile the last update of each run")
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/perf-learners.md"), help="report"
     )
@@ -172,8 +208,8 @@ def render_report(
         "",
         "## Results",
         "",
-        "| learner | turns | s/update (median of updates 2..) | rollout s | train s | first update s | adversary tokens/update | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| learner | turns | s/update (median of updates 2..) | rollout s | of which env s | train s | first update s | adversary tokens/update | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for algo, turns, r in rows:
         later = r["updates"][1:]
@@ -181,6 +217,7 @@ def render_report(
             f"| {algo} | {turns} | "
             f"{statistics.median(u['rollout_s'] + u['train_s'] for u in later):.1f} | "
             f"{statistics.median(u['rollout_s'] for u in later):.1f} | "
+            f"{statistics.median(u.get('env_s', float('nan')) for u in later):.1f} | "
             f"{statistics.median(u['train_s'] for u in later):.1f} | "
             f"{r['updates'][0]['rollout_s'] + r['updates'][0]['train_s']:.1f} | "
             f"{statistics.median(u['tokens'] for u in later):.0f} | "
@@ -190,6 +227,16 @@ def render_report(
         "",
         "Peak RSS is the subprocess's `ru_maxrss`: Python, torch, the models and the rollout.",
     ]
+    for algo, turns, r in rows:
+        if r.get("profile"):
+            lines += [
+                "",
+                f"### Profile: {algo}, {turns} turn(s), last update (top self CPU time)",
+                "",
+                "```",
+                r["profile"].rstrip(),
+                "```",
+            ]
     return "\n".join(lines) + "\n"
 
 

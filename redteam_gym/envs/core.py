@@ -25,6 +25,8 @@ from redteam_gym.rewards import RewardConfig, RewardTerms, StepScores
 MIN_TURNS, MAX_TURNS = 1, 5
 OBS_MAX_CHARS = 32_768
 """Longest observation; longer conversations keep their most recent characters."""
+RESET_OPTIONS = frozenset({"opener_id", "opener_index"})
+"""What `reset(options=...)` accepts: the opener by id or by index."""
 ACTION_MAX_CHARS = 8_192
 """Longest utterance accepted as an action (it is then cut to `max_utterance_tokens`)."""
 REPLACEMENT = "\ufffd"
@@ -184,6 +186,10 @@ class DialogueEngine:
         self.openers = load_openers(prompts, split=split)
         if not self.openers:
             raise ValueError(f"prompts={prompts!r} split={split!r} has no conversation openers")
+        # the first opener of each id: ids name openers in `reset(options={"opener_id": ...})`
+        self._opener_ids: dict[str, Opener] = {}
+        for o in self.openers:
+            self._opener_ids.setdefault(o.id, o)
         sampling = SamplingConfig(
             max_new_tokens=defender_max_new_tokens,
             temperature=defender_temperature,
@@ -207,8 +213,45 @@ class DialogueEngine:
 
     # ----- episodes -------------------------------------------------------------------------
 
-    def new_dialogue(self, rng: np.random.Generator) -> Dialogue:
-        return Dialogue.start(self.openers[int(rng.integers(len(self.openers)))])
+    def new_dialogue(self, rng: np.random.Generator, opener: Opener | None = None) -> Dialogue:
+        """A dialogue from `opener`, or from one drawn from `rng`. The draw happens either
+        way, so a seed's later draws do not depend on whether the opener was chosen."""
+        drawn = self.openers[int(rng.integers(len(self.openers)))]
+        return Dialogue.start(drawn if opener is None else opener)
+
+    def opener_of(self, options: Mapping[str, Any] | None, where: str = "options") -> Opener | None:
+        """The opener that `reset(options=...)` names, or None to draw one.
+
+        `{"opener_id": id}` names an opener by its id (`info["opener_id"]`), `{"opener_index":
+        k}` by its position in `openers`.
+        """
+        if not options:
+            return None
+        if not isinstance(options, Mapping):
+            raise TypeError(f"{where} must be a dict, got {type(options).__name__}")
+        unknown = sorted(set(options) - RESET_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; known: {sorted(RESET_OPTIONS)}")
+        if "opener_id" in options and "opener_index" in options:
+            raise ValueError(f"{where}: give opener_id or opener_index, not both")
+        if options.get("opener_id") is not None:
+            found = self._opener_ids.get(str(options["opener_id"]))
+            if found is None:
+                raise ValueError(
+                    f"{where}: no opener with id {options['opener_id']!r} among the "
+                    f"{len(self.openers)} openers of this env (e.g. {self.openers[0].id!r})"
+                )
+            return found
+        index = options.get("opener_index")
+        if index is None:
+            return None
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise ValueError(f"{where}: opener_index must be an int, got {index!r}")
+        if not 0 <= index < len(self.openers):
+            raise ValueError(
+                f"{where}: opener_index must be in 0..{len(self.openers) - 1}, got {index}"
+            )
+        return self.openers[int(index)]
 
     def check_action(self, action: Any, dialogue: Dialogue | None, *, where: str = "action") -> str:
         if dialogue is None:

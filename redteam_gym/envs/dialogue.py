@@ -53,6 +53,11 @@ class RedTeamDialogueEnv(Env[str, str]):
     `info["reward_terms"]` holds each term's weighted contribution (they sum to the reward).
     The KL penalty belongs to the learner.
 
+    ## Starting State
+    A conversation opener drawn from `prompts` by the reset's seed; `reset(options=
+    {"opener_id": id})` (an id from `info["opener_id"]`) or `{"opener_index": k}` chooses it.
+    The vector env takes one value for every sub-env or a sequence of one per sub-env.
+
     ## Episode End
     Truncated after `max_turns` turns; terminated early when `terminate_on_unsafe` is set and
     the defender reply is unsafe (`p >= unsafe_threshold`).
@@ -101,7 +106,8 @@ class RedTeamDialogueEnv(Env[str, str]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
-        self._dialogue = self.engine.new_dialogue(self.np_random)
+        opener = self.engine.opener_of(options)
+        self._dialogue = self.engine.new_dialogue(self.np_random, opener)
         self._generator = torch_generator(self.engine, seed_from(self.np_random))
         return render_transcript(self._dialogue.transcript), self.engine.reset_info(self._dialogue)
 
@@ -191,14 +197,38 @@ class RedTeamDialogueVectorEnv(VectorEnv):
             self._generator = torch_generator(self.engine, int(defender_seed))
         elif self._generator is None:
             self._generator = torch_generator(self.engine, seed_from(np.random.default_rng()))
+        openers = self._openers_of(options)
         infos: dict[str, Any] = {}
         for i in range(self.num_envs):
-            infos = self._add_info(infos, self._reset_slot(i), i)
+            infos = self._add_info(infos, self._reset_slot(i, openers[i]), i)
         self._autoreset[:] = False
         return self._observations(), infos
 
-    def _reset_slot(self, i: int) -> dict[str, Any]:
-        dialogue = self.engine.new_dialogue(self._rngs[i])
+    def _openers_of(self, options: dict[str, Any] | None) -> list[Any]:
+        """Per sub-env, the opener `options` names (None: drawn). A value may be one id or
+        index for every sub-env, or a sequence with one per sub-env (None entries draw)."""
+        if not options:
+            return [None] * self.num_envs
+        if not isinstance(options, dict):
+            raise TypeError(f"options must be a dict, got {type(options).__name__}")
+        per_env: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for key, value in options.items():
+            if isinstance(value, (list, tuple, np.ndarray)):
+                if len(value) != self.num_envs:
+                    raise ValueError(
+                        f"options[{key!r}] has {len(value)} entries for {self.num_envs} envs"
+                    )
+                for i, v in enumerate(value):
+                    per_env[i][key] = v
+            else:
+                for d in per_env:
+                    d[key] = value
+        return [
+            self.engine.opener_of(d, where=f"options for env {i}") for i, d in enumerate(per_env)
+        ]
+
+    def _reset_slot(self, i: int, opener: Any = None) -> dict[str, Any]:
+        dialogue = self.engine.new_dialogue(self._rngs[i], opener)
         self._dialogues[i] = dialogue
         return self.engine.reset_info(dialogue)
 
