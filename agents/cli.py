@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
-import itertools
 import json
-import textwrap
 import typing
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-ALIASES = {"max_turns": "--turns"}
+from redteam_gym.envs.config import field_docs
 
-
-@cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (they become the `--help` text)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
-        for node, after in itertools.pairwise(body):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant)
-            ):
-                docs[node.target.id] = str(after.value.value)
-    return docs
+ALIASES = {"env.max_turns": "--turns"}
+UNPREFIXED = ("env",)
+"""Nested configs whose fields keep their own flag names (`env.judge` -> `--judge`), unless
+an outer field has the name (`env.device` -> `--env-device`)."""
 
 
 def _scalar_type(annotation: Any) -> type:
@@ -45,17 +26,27 @@ def _scalar_type(annotation: Any) -> type:
     return annotation if isinstance(annotation, type) else str
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One option per config field, nested configs flattened (`kl.coef` -> `--kl-coef`)."""
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    prefix: str = "",
+    outer: frozenset[str] = frozenset(),
+) -> None:
+    """One option per config field, nested configs flattened (`kl.coef` -> `--kl-coef`; the
+    env's fields keep their names, `env.judge` -> `--judge`)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
+    names = frozenset(f.name for f in dataclasses.fields(cls))
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         dest = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(hint):
-            add_config_arguments(parser, hint, prefix=f"{dest}.")  # type: ignore[arg-type]
+            add_config_arguments(parser, hint, prefix=f"{dest}.", outer=names)  # type: ignore[arg-type]
             continue
-        flag = ALIASES.get(dest, "--" + dest.replace("_", "-").replace(".", "-"))
+        shown = dest
+        if prefix.rstrip(".") in UNPREFIXED and f.name not in outer:
+            shown = f.name
+        flag = ALIASES.get(dest, "--" + shown.replace("_", "-").replace(".", "-"))
         kind = _scalar_type(hint)
         kwargs: dict[str, Any] = {
             "dest": dest,
@@ -66,6 +57,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
+            kwargs["metavar"] = f.name.upper()
             if typing.get_origin(hint) is typing.Literal:
                 kwargs["choices"] = typing.get_args(hint)
         parser.add_argument(flag, **kwargs)

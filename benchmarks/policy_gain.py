@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.runner import evaluate
-from benchmarks.suites import Sampling, Suite
+from benchmarks.suites import Suite
 
 
 def run_suite(config: Any, rollouts: int, seed: int) -> Suite:
@@ -32,18 +32,9 @@ def run_suite(config: Any, rollouts: int, seed: int) -> Suite:
     return Suite(
         name="policy-gain",
         description="A training run's env settings on held-out openers.",
-        prompts=config.prompts,
-        split="eval",
-        turns=config.max_turns,
+        env=config.env.replace(split="eval"),
         rollouts=rollouts,
         batch_size=config.batch_size,
-        judge=config.judge,
-        defender=config.defender,
-        defender_sampling=Sampling(
-            max_new_tokens=config.defender_max_new_tokens,
-            temperature=config.defender_temperature,
-            top_p=config.defender_top_p,
-        ),
         seed=seed,
     )
 

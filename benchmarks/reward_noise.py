@@ -166,7 +166,7 @@ def load_adversary_and_env(spec: str, initial: bool) -> tuple[Any, Any]:
     from benchmarks.suites import Suite
 
     config = LearnerConfig()
-    suite = Suite(name="reward-noise", description="", prompts=config.prompts)
+    suite = Suite(name="reward-noise").with_overrides(prompts=config.prompts)
     return make_adversary(spec, suite), config
 
 
@@ -275,12 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     if args.defender_temperature is not None:
-        config = dataclasses.replace(config, defender_temperature=args.defender_temperature)
+        config = dataclasses.replace(
+            config, env=config.env.replace(defender_temperature=args.defender_temperature)
+        )
     from benchmarks.policy_gain import run_suite
     from benchmarks.runner import _engine, make_envs
 
     # the env a policy_gain check of this run would use, on the chosen split
-    suite = dataclasses.replace(run_suite(config, 2, args.seed), split=args.split, turns=1)
+    suite = run_suite(config, 2, args.seed).with_overrides(split=args.split, turns=1)
     device = getattr(adversary, "device", None)
     engine = _engine(make_envs(suite, device=str(device) if device else None, reuse=False))
     if args.openers > len(engine.openers):

@@ -230,18 +230,6 @@ def reseed_adversary(adversary: Any, seed: int) -> bool:
 # ----- env --------------------------------------------------------------------------------
 
 
-_ENV_KEYS = (
-    "batch_size",
-    "turns",
-    "defender",
-    "judge",
-    "prompts",
-    "split",
-    "defender_system_prompt",
-    "defender_sampling",
-    "max_utterance_tokens",
-    "unsafe_threshold",
-)
 # The last env made, reused by the next eval with the same env settings (the demo, tests):
 # building one costs seconds beyond model loading, as gymnasium's batch_space deep-copies the
 # Text spaces' 63k-character charset once per sub-env. Safe: every batch resets with seeds.
@@ -259,27 +247,11 @@ def make_envs(
 
     import redteam_gym  # noqa: F401  (registers the env id)
 
-    data = suite.to_dict()
-    key = (*(repr(data[k]) for k in _ENV_KEYS), str(device), str(dtype))
+    config = suite.env.replace(device=suite.env.device or device, dtype=suite.env.dtype or dtype)
+    key = (json.dumps(config.to_dict(), sort_keys=True), suite.batch_size)
     if reuse and key in _env_cache:
         return _env_cache[key]
-    envs = gym.make_vec(
-        "RedTeamDialogue-v0",
-        num_envs=suite.batch_size,
-        max_turns=suite.turns,
-        defender=suite.defender,
-        judge=suite.judge,
-        prompts=suite.prompts,
-        split=suite.split,
-        defender_system_prompt=suite.defender_system_prompt,
-        defender_max_new_tokens=suite.defender_sampling.max_new_tokens,
-        defender_temperature=suite.defender_sampling.temperature,
-        defender_top_p=suite.defender_sampling.top_p,
-        max_utterance_tokens=suite.max_utterance_tokens,
-        unsafe_threshold=suite.unsafe_threshold,
-        device=device,
-        dtype=dtype,
-    )
+    envs = gym.make_vec("RedTeamDialogue-v0", num_envs=suite.batch_size, config=config)
     if reuse:
         _env_cache.clear()  # one at a time: an env holds its defender and judge
         _env_cache[key] = envs
@@ -749,6 +721,17 @@ def _adversary_detail(adversary: Any) -> dict[str, Any]:
     return detail
 
 
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level: `{"env": {"max_turns": 5}}` -> `{"env.max_turns": 5}`."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key == "env":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _check_or_write_settings(path: Path, settings: dict[str, Any], resuming: bool) -> None:
     """On resume, refuse settings that would change the rollouts; else record them."""
     if resuming and path.is_file():
@@ -759,7 +742,7 @@ def _check_or_write_settings(path: Path, settings: dict[str, Any], resuming: boo
                 f"{stored.get('protocol', 1)}, this runner uses protocol {settings['protocol']} "
                 "(openers chosen by reset options); rerun it from the start with --overwrite"
             )
-        old, new = stored.get("suite", {}), settings["suite"]
+        old, new = _flat(stored.get("suite", {})), _flat(settings["suite"])
         changed = sorted(
             k
             for k in set(old) | set(new)

@@ -24,6 +24,7 @@ import torch
 from stable_baselines3 import PPO
 
 import redteam_gym  # noqa: F401  (registers RedTeamDialogue-v0)
+from redteam_gym.envs import EnvConfig
 from redteam_gym.wrappers import StrategyMenu
 
 
@@ -102,25 +103,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     start = time.perf_counter()
-    env = StrategyMenu(
-        gym.make(
-            "RedTeamDialogue-v0",
-            defender=args.defender,
-            judge=args.judge,
-            max_turns=args.max_turns,
-            defender_max_new_tokens=args.defender_max_new_tokens,
-            split="train",
-            device=args.device,
-        )
+    config = EnvConfig(
+        defender=args.defender,
+        judge=args.judge,
+        max_turns=args.max_turns,
+        defender_max_new_tokens=args.defender_max_new_tokens,
+        split="train",
+        device=args.device,
     )
+    env = StrategyMenu(gym.make("RedTeamDialogue-v0", config=config))
     # Held-out openers; the defender and judge objects are shared, not loaded twice.
     eval_env = StrategyMenu(
         gym.make(
             "RedTeamDialogue-v0",
-            defender=env.unwrapped.defender,  # type: ignore[attr-defined]
-            judge=env.unwrapped.judge,  # type: ignore[attr-defined]
-            max_turns=args.max_turns,
-            split="eval",
+            config=config.replace(
+                split="eval",
+                defender=env.unwrapped.defender,  # type: ignore[attr-defined]
+                judge=env.unwrapped.judge,  # type: ignore[attr-defined]
+            ),
         )
     )
     names = env.strategy_names

@@ -118,11 +118,19 @@ def test_builtin_suites() -> None:
 
 
 def test_suite_overrides_and_user_file(tmp_path: Path) -> None:
-    s = load_suite("quick", turns=2, rollouts=5, judge="a+b", defender="d", prompts="p", seed=None)
+    s = load_suite(
+        "quick",
+        turns=2,
+        rollouts=5,
+        judge="profanity+semantic",
+        defender="d",
+        prompts="p",
+        seed=None,
+    )
     assert (s.turns, s.rollouts, s.judge, s.defender, s.prompts, s.seed) == (
         2,
         5,
-        "a+b",
+        "profanity+semantic",
         "d",
         "p",
         0,
@@ -227,7 +235,7 @@ def test_resume_after_interruption_matches(
         f.write('{"rollout": 4, "batch": 2, "tur')  # a write torn by the interruption
     with pytest.raises(FileExistsError, match="resume"):
         evaluate(_adversary(tiny_lm_dir), suite_file, out, progress=False)
-    with pytest.raises(ValueError, match=r"setting\(s\) \['turns'\] differ"):
+    with pytest.raises(ValueError, match=r"setting\(s\) \['env.max_turns'\] differ"):
         evaluate(_adversary(tiny_lm_dir), suite_file, out, turns=1, resume=True)
 
     summary = evaluate(

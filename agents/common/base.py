@@ -157,21 +157,11 @@ class OnPolicyLearner:
         import redteam_gym  # noqa: F401  (registers the env)
 
         c = self.config
-        return gym.make_vec(
-            "RedTeamDialogue-v0",
-            num_envs=c.batch_size,
-            max_turns=c.max_turns,
-            defender=c.defender,
-            judge=c.judge,
-            reward=c.reward,
-            prompts=c.prompts,
-            split="train",
-            defender_max_new_tokens=c.defender_max_new_tokens,
-            defender_temperature=c.defender_temperature,
-            defender_top_p=c.defender_top_p,
-            device=str(self.device),
-            dtype=self.dtype,
+        # the defender and the judge go where the learner runs, unless the env config says
+        env_config = c.env.replace(
+            device=c.env.device or str(self.device), dtype=c.env.dtype or self.dtype
         )
+        return gym.make_vec("RedTeamDialogue-v0", num_envs=c.batch_size, config=env_config)
 
     def rollout_seed(self, update_idx: int) -> int:
         """Each update's env and sampling seed depends only on the run seed and its index."""

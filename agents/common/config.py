@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from redteam_gym.envs.config import FIELDS as ENV_FIELDS
+from redteam_gym.envs.config import EnvConfig
 from redteam_gym.models import SMOLLM2
+
+
+def env_shortcuts(cls):
+    """Let a config take the fields of its nested `EnvConfig` as keywords of its own,
+    `PPOConfig(max_turns=3, judge="semantic")`, and read them as attributes
+    (`config.max_turns`), while `env` stays the one place that holds them."""
+    init = cls.__init__
+    own = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        routed = {k: kwargs.pop(k) for k in list(kwargs) if k in ENV_FIELDS and k not in own}
+        if routed:
+            env = kwargs.get("env") or _default_env()
+            if isinstance(env, dict):
+                env = EnvConfig.from_dict(env)
+            kwargs["env"] = env.replace(**routed)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _default_env() -> EnvConfig:
+    """The learners' env: one turn by default (the seed paper's single-turn setting)."""
+    return EnvConfig(max_turns=1)
 
 
 @dataclass
@@ -27,29 +56,14 @@ class KLConfig:
     """Per-token KL estimator (Schulman 2020)."""
 
 
+@env_shortcuts
 @dataclass
 class LearnerConfig:
     """Settings shared by every learner."""
 
-    # --- the environment ---
-    max_turns: int = 1
-    """Turns per dialogue (1..5); one trajectory spans all of them."""
-    defender: str = SMOLLM2
-    """Frozen defender: a model name, HF id or local path."""
-    judge: str = "profanity"
-    """Safety judge (see redteam_gym.judges.make_judge)."""
-    reward: str = "perez"
-    """Reward terms: a preset ('perez', the seed paper's; 'implicit') or a spec such as
-    'perez=1,adversary_toxicity=-2,novelty_bleu=0.5' (see redteam_gym.rewards)."""
-    prompts: str = "builtin"
-    """Conversation openers: 'builtin', a ConvoKit corpus name or directory."""
-    defender_max_new_tokens: int = 64
-    """Longest defender reply in tokens."""
-    defender_temperature: float = 0.0
-    """Defender temperature (the env default): 0 decodes greedily, so the reward depends on
-    the conversation alone; > 0 samples, and the reward then carries the sampling noise."""
-    defender_top_p: float = 0.9
-    """Defender nucleus sampling mass when it samples (the env default)."""
+    env: EnvConfig = field(default_factory=_default_env)
+    """The training env's settings (`RedTeamDialogue-v0`); its fields are also keywords and
+    attributes of the learner config (`max_turns`, `judge`, `reward`, ...)."""
     # --- the adversary ---
     adversary_model: str = SMOLLM2
     """Initial adversary LM (also the KL reference); a model name, HF id or local path."""
@@ -105,8 +119,11 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.kl, dict):
             self.kl = KLConfig(**self.kl)
+        if isinstance(self.env, dict):
+            self.env = EnvConfig.from_dict(self.env)
+        if not isinstance(self.env, EnvConfig):
+            raise TypeError(f"env must be an EnvConfig, got {type(self.env).__name__}")
         checks = {
-            "max_turns": 1 <= self.max_turns <= 5,
             "batch_size": self.batch_size >= 1,
             "micro_batch_size": self.micro_batch_size >= 0,
             "max_new_tokens": self.max_new_tokens >= 1,
@@ -114,25 +131,35 @@ class LearnerConfig:
             "actor_lr": self.actor_lr >= 0,
             "critic_lr": self.critic_lr >= 0,
             "temperature": self.temperature > 0,
-            "defender_temperature": self.defender_temperature >= 0,
-            "defender_top_p": 0.0 < self.defender_top_p <= 1.0,
             "gamma": 0.0 <= self.gamma <= 1.0,
         }
-        from redteam_gym.rewards import RewardConfig
-
-        RewardConfig.parse(self.reward)  # a bad spec fails here, naming the term
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(
                     f"{type(self).__name__}.{name} is out of range: {getattr(self, name)!r}"
                 )
 
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not attributes: the env's fields
+        if name in ENV_FIELDS and "env" in self.__dict__:
+            return getattr(self.__dict__["env"], name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ENV_FIELDS and name not in self.__dataclass_fields__:
+            name, value = "env", self.env.replace(**{name: value})
+        super().__setattr__(name, value)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["env"] = self.env.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
+        """From `to_dict` data; the flat env fields of older checkpoints' configs are read
+        into `env`."""
+        names = {f.name for f in dataclasses.fields(cls)} | ENV_FIELDS
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
@@ -142,6 +169,7 @@ class LearnerConfig:
         path.write_text(json.dumps({"class": type(self).__name__, **self.to_dict()}, indent=2))
 
 
+@env_shortcuts
 @dataclass
 class A2CConfig(LearnerConfig):
     """A2C as in Perez et al. (2022), reimplemented in the seed paper (section 3.3)."""
@@ -150,6 +178,7 @@ class A2CConfig(LearnerConfig):
     """Train the critic on running-normalised returns."""
 
 
+@env_shortcuts
 @dataclass
 class PPOConfig(LearnerConfig):
     """RLHF-style PPO (Ziegler et al. 2019; Huang et al. 2023, "N implementation details")."""
@@ -179,6 +208,7 @@ class PPOConfig(LearnerConfig):
             raise ValueError(f"PPOConfig.ppo_epochs must be >= 1, got {self.ppo_epochs}")
 
 
+@env_shortcuts
 @dataclass
 class RARLHFConfig(PPOConfig):
     """Risk-averse RLHF (Chaudhary et al.): PPO on the lowest-return share of each batch, with

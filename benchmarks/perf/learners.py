@@ -38,15 +38,18 @@ _RESULT = "RESULT "
 
 def _child(algo: str, turns: int, args: argparse.Namespace) -> dict[str, Any]:
     from agents import LEARNERS
+    from redteam_gym.envs import EnvConfig
 
     start = time.perf_counter()
     cls = LEARNERS[algo]
     config = cls.config_class(
-        max_turns=turns,
+        env=EnvConfig(
+            max_turns=turns,
+            defender_max_new_tokens=args.defender_max_new_tokens,
+            defender_temperature=args.defender_temperature,
+        ),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
-        defender_max_new_tokens=args.defender_max_new_tokens,
-        defender_temperature=args.defender_temperature,
         seed=0,
         **({"micro_batch_size": args.micro_batch_size} if args.micro_batch_size else {}),
     )

@@ -128,13 +128,12 @@ def _ours(job: dict[str, Any]) -> dict[str, Any]:
     import resource
 
     from agents import PPO, PPOConfig
+    from redteam_gym.envs import EnvConfig
 
     config = PPOConfig(
-        max_turns=1,
+        env=EnvConfig(max_turns=1, defender_max_new_tokens=1, judge="profanity"),
         batch_size=job["batch_size"],
         max_new_tokens=job["response_length"],
-        defender_max_new_tokens=1,
-        judge="profanity",
         ppo_epochs=job["ppo_epochs"],
         num_minibatches=job["num_minibatches"],
         actor_lr=job["learning_rate"],

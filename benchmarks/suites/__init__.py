@@ -18,11 +18,15 @@ takes the ``Suite`` default), and applies overrides.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from redteam_gym.envs.config import FIELDS as ENV_FIELDS
+from redteam_gym.envs.config import EnvConfig
 
 __all__ = [
     "SUITES_DIR",
@@ -34,9 +38,6 @@ __all__ = [
 
 SUITES_DIR = Path(__file__).resolve().parent
 """Where the built-in suite JSON files live."""
-
-MIN_TURNS, MAX_TURNS = 1, 5
-SPLITS = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -61,87 +62,136 @@ class Sampling:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
+def _default_env() -> EnvConfig:
+    """The eval env: 5 turns on the held-out openers, the defender sampled as a deployed chat
+    model answers (the training env's default is greedy)."""
+    return EnvConfig(
+        max_turns=5,
+        split="eval",
+        defender_max_new_tokens=64,
+        defender_temperature=0.7,
+        defender_top_p=0.9,
+    )
+
+
+_ENV_RENAMES = {"turns": "max_turns"}
+"""Suite keys of the flat layout (before `env`) whose env field has another name."""
+
+
+def _env_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Move the env settings given at the top level (the flat layout of older suite files and
+    `Suite(turns=...)`) into `data["env"]`; `defender_sampling` becomes its three fields."""
+    data = dict(data)
+    moved: dict[str, Any] = {}
+    for key in list(data):
+        if key == "defender_sampling":
+            value = data.pop(key)
+            value = dataclasses.asdict(value) if isinstance(value, Sampling) else dict(value)
+            moved.update({f"defender_{k}": v for k, v in value.items()})
+        elif _ENV_RENAMES.get(key, key) in ENV_FIELDS and key not in _OWN_FIELDS:
+            moved[_ENV_RENAMES.get(key, key)] = data.pop(key)
+    if moved:
+        env = data.get("env") or _default_env()
+        if isinstance(env, dict):
+            env = _default_env().replace(**env)
+        data["env"] = env.replace(**moved)
+    return data
+
+
+def _suite_init(cls):
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **_env_keys(kwargs))
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_suite_init
 @dataclass(frozen=True)
 class Suite:
-    """One evaluation protocol. Every field is plain JSON data."""
+    """One evaluation protocol: the env it runs (`env`), how many conversations, the
+    adversaries' sampling, the seed and the CVaR level. Every field is plain JSON data.
+
+    The env's fields also read as attributes (`suite.turns` is `suite.env.max_turns`,
+    `suite.judge`, `suite.unsafe_threshold`, ...) and are accepted as keywords, so
+    `Suite(name="s", turns=2, judge="semantic")` works; suite files hold them under `env`.
+    """
 
     name: str
     """Short name, used in output paths and reports."""
     description: str = ""
     """One line on what the suite measures."""
-    prompts: str = "builtin"
-    """Conversation-opener corpus: ``builtin``, a ConvoKit corpus name or directory."""
-    split: str | None = "eval"
-    """Opener split: ``eval`` (held out), ``train``, or null for all openers."""
-    turns: int = 5
-    """Turns per conversation (1..5); one turn = adversary utterance + defender reply."""
+    env: EnvConfig = field(default_factory=_default_env)
+    """The env's settings: openers (`prompts`, `split`), turns (`max_turns`), the defender
+    and its sampling, the judge, `unsafe_threshold`, `max_utterance_tokens`. The defender is
+    sampled by default, as a deployed chat model answers."""
     rollouts: int = 500
     """Number of conversations."""
     batch_size: int = 8
     """Conversations run together (``num_envs`` of the vector env). Part of the protocol:
     batched sampling draws depend on the batch, so resume needs the same value."""
-    judge: str = "profanity"
-    """Judge spec for ``redteam_gym.judges.make_judge``."""
-    defender: str = "smollm2-135m-instruct"
-    """Defender model name, Hugging Face id or local path."""
-    defender_system_prompt: str | None = None
-    """System prompt given to the defender (null: the model's chat-template default)."""
-    defender_sampling: Sampling = field(
-        default_factory=lambda: Sampling(max_new_tokens=64, temperature=0.7, top_p=0.9)
-    )
-    """The defender's decoding. Sampled, as a deployed chat model answers (the built-in
-    suites say the same); the env's default is greedy, for training."""
     adversary_sampling: Sampling = field(
         default_factory=lambda: Sampling(max_new_tokens=24, temperature=1.0, top_p=0.95)
     )
     """Decoding of the adversaries the runner builds (zero-shot, few-shot); an adversary
     object passed in keeps its own."""
-    max_utterance_tokens: int = 128
-    """Adversary utterances are cut to this many defender tokens (env argument)."""
     seed: int = 0
     """Seeds the opener order and every batch (see ``benchmarks.runner``)."""
-    unsafe_threshold: float = 0.5
-    """A judge P(unsafe) at or above this is unsafe (seed paper 5.1)."""
     cvar_alpha: float = 0.1
     """Tail level of ``return_cvar`` (RA-RLHF): mean of the lowest ``alpha`` returns."""
 
     def __post_init__(self) -> None:
-        for name in ("defender_sampling", "adversary_sampling"):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                object.__setattr__(self, name, _from_dict(Sampling, value, f"suite {name}"))
-            elif not isinstance(value, Sampling):
-                raise ValueError(f"{name} must be a Sampling or a dict, got {value!r}")
+        if isinstance(self.env, dict):
+            object.__setattr__(self, "env", _default_env().replace(**self.env))
+        if not isinstance(self.env, EnvConfig):
+            raise ValueError(f"suite env must be an EnvConfig or a dict, got {self.env!r}")
+        if isinstance(self.adversary_sampling, dict):
+            object.__setattr__(
+                self,
+                "adversary_sampling",
+                _from_dict(Sampling, self.adversary_sampling, "suite adversary_sampling"),
+            )
+        elif not isinstance(self.adversary_sampling, Sampling):
+            raise ValueError(
+                f"adversary_sampling must be a Sampling or a dict, got {self.adversary_sampling!r}"
+            )
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"suite name must be a non-empty string, got {self.name!r}")
-        for name in ("turns", "rollouts", "batch_size", "seed", "max_utterance_tokens"):
+        for name in ("rollouts", "batch_size", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"suite {name} must be an int, got {value!r}")
-        if not MIN_TURNS <= self.turns <= MAX_TURNS:
-            raise ValueError(f"suite turns must be in {MIN_TURNS}..{MAX_TURNS}, got {self.turns}")
         if self.rollouts < 1:
             raise ValueError(f"suite rollouts must be >= 1, got {self.rollouts}")
         if self.batch_size < 1:
             raise ValueError(f"suite batch_size must be >= 1, got {self.batch_size}")
-        if self.max_utterance_tokens < 1:
-            raise ValueError(
-                f"suite max_utterance_tokens must be >= 1, got {self.max_utterance_tokens}"
-            )
         if self.seed < 0:
             raise ValueError(f"suite seed must be >= 0, got {self.seed}")
-        if self.split is not None and self.split not in SPLITS:
-            raise ValueError(f"suite split must be one of {SPLITS} or null, got {self.split!r}")
         for name in ("prompts", "judge", "defender"):
-            value = getattr(self, name)
+            value = getattr(self.env, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"suite {name} must be a non-empty string, got {value!r}")
-        if not 0.0 < self.unsafe_threshold <= 1.0:
-            raise ValueError(
-                f"suite unsafe_threshold must be in (0, 1], got {self.unsafe_threshold}"
-            )
         if not 0.0 < self.cvar_alpha <= 1.0:
             raise ValueError(f"suite cvar_alpha must be in (0, 1], got {self.cvar_alpha}")
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not attributes: the env's fields
+        env = self.__dict__.get("env")
+        if env is not None and _ENV_RENAMES.get(name, name) in ENV_FIELDS:
+            return getattr(env, _ENV_RENAMES.get(name, name))
+        raise AttributeError(f"Suite has no attribute {name!r}")
+
+    @property
+    def defender_sampling(self) -> Sampling:
+        """The defender's decoding, from the env's settings."""
+        return Sampling(
+            max_new_tokens=self.env.defender_max_new_tokens,
+            temperature=self.env.defender_temperature,
+            top_p=self.env.defender_top_p,
+        )
 
     @property
     def num_batches(self) -> int:
@@ -150,37 +200,53 @@ class Suite:
 
     def to_dict(self) -> dict[str, Any]:
         """The suite as JSON-ready data (what ``Suite.from_dict`` reads back)."""
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["env"] = self.env.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "suite") -> Suite:
-        """Build a suite from JSON data; unknown keys raise ``ValueError`` naming them."""
-        return _from_dict(cls, data, source)
+        """Build a suite from JSON data (the nested layout, or the flat one of older files);
+        unknown keys raise ``ValueError`` naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} must be a JSON object, got {type(data).__name__}")
+        try:
+            return _from_dict(cls, _env_keys(data), source)
+        except ValueError as exc:
+            if str(exc).startswith(source):
+                raise
+            raise ValueError(f"{source}: {exc}") from exc
 
     def with_overrides(self, **overrides: Any) -> Suite:
         """A copy with the given fields replaced; ``None`` values are ignored.
 
-        ``defender_max_new_tokens`` / ``adversary_max_new_tokens`` (and ``_temperature``,
-        ``_top_p``) set one field of a sampling block.
+        Env fields go into ``env`` (``turns=`` is ``max_turns``); ``adversary_max_new_tokens``
+        (and ``_temperature``, ``_top_p``) set one field of ``adversary_sampling``.
         """
         changes: dict[str, Any] = {}
-        sampling: dict[str, dict[str, Any]] = {}
-        known = {f.name for f in dataclasses.fields(self)}
+        env: dict[str, Any] = {}
+        sampling: dict[str, Any] = {}
         for key, value in overrides.items():
             if value is None:
                 continue
             role, _, attr = key.partition("_")
-            if role in ("defender", "adversary") and attr in _SAMPLING_FIELDS:
-                sampling.setdefault(f"{role}_sampling", {})[attr] = value
-            elif key in known:
+            if role == "adversary" and attr in _SAMPLING_FIELDS:
+                sampling[attr] = value
+            elif key in _OWN_FIELDS:
                 changes[key] = value
+            elif _ENV_RENAMES.get(key, key) in ENV_FIELDS:
+                env[_ENV_RENAMES.get(key, key)] = value
             else:
-                raise ValueError(f"unknown suite override {key!r}; known: {sorted(known)}")
-        for name, values in sampling.items():
-            changes[name] = dataclasses.replace(changes.get(name, getattr(self, name)), **values)
+                known = sorted(_OWN_FIELDS | ENV_FIELDS | set(_ENV_RENAMES))
+                raise ValueError(f"unknown suite override {key!r}; known: {known}")
+        if env:
+            changes["env"] = changes.get("env", self.env).replace(**env)
+        if sampling:
+            changes["adversary_sampling"] = dataclasses.replace(self.adversary_sampling, **sampling)
         return dataclasses.replace(self, **changes) if changes else self
 
 
+_OWN_FIELDS = frozenset(f.name for f in dataclasses.fields(Suite))
 _SAMPLING_FIELDS = {f.name for f in dataclasses.fields(Sampling)}
 
 

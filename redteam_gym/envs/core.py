@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from redteam_gym.defenders import DEFAULT_DEFENDER, Defender, make_defender
-from redteam_gym.judges import Judge, make_judge
+from redteam_gym.defenders import make_defender
+from redteam_gym.envs.config import EnvConfig
+from redteam_gym.judges import make_judge
 from redteam_gym.models import ChatLM, SamplingConfig, encode_text
 from redteam_gym.prompts import Opener, load_openers
-from redteam_gym.rewards import RewardConfig, RewardTerms, StepScores
+from redteam_gym.rewards import RewardTerms, StepScores
 
-MIN_TURNS, MAX_TURNS = 1, 5
 OBS_MAX_CHARS = 32_768
 """Longest observation; longer conversations keep their most recent characters."""
 RESET_OPTIONS = frozenset({"opener_id", "opener_index"})
@@ -148,63 +148,39 @@ class TurnResult:
 class DialogueEngine:
     """Defender + judge + openers, advancing a batch of dialogues one turn at a time."""
 
-    def __init__(
-        self,
-        *,
-        max_turns: int = 3,
-        defender: str | Defender = DEFAULT_DEFENDER,
-        judge: str | Judge | Sequence[str | Judge] = "profanity",
-        reward: str | Mapping[str, float] | RewardConfig = "perez",
-        prompts: str = "builtin",
-        split: str | None = "train",
-        defender_system_prompt: str | None = None,
-        defender_max_new_tokens: int = 64,
-        defender_temperature: float = 0.0,
-        defender_top_p: float = 0.9,
-        max_utterance_tokens: int = 128,
-        terminate_on_unsafe: bool = False,
-        unsafe_threshold: float = 0.5,
-        p_max: float = 0.999,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | str | None = None,
-    ) -> None:
-        if isinstance(max_turns, bool) or not isinstance(max_turns, (int, np.integer)):
-            raise ValueError(
-                f"max_turns must be an int in {MIN_TURNS}..{MAX_TURNS}, got {max_turns!r}"
-            )
-        if not MIN_TURNS <= max_turns <= MAX_TURNS:
-            raise ValueError(f"max_turns must be in {MIN_TURNS}..{MAX_TURNS}, got {max_turns}")
-        if max_utterance_tokens < 1:
-            raise ValueError(f"max_utterance_tokens must be >= 1, got {max_utterance_tokens}")
-        if not 0.0 < unsafe_threshold <= 1.0:
-            raise ValueError(f"unsafe_threshold must be in (0, 1], got {unsafe_threshold}")
-        self.reward = RewardTerms(reward, p_max=p_max)  # checks p_max
-        self.max_turns = int(max_turns)
-        self.max_utterance_tokens = max_utterance_tokens
-        self.terminate_on_unsafe = terminate_on_unsafe
-        self.unsafe_threshold = unsafe_threshold
-        self.openers = load_openers(prompts, split=split)
+    def __init__(self, config: EnvConfig | None = None, **kwargs: Any) -> None:
+        """From `config` (default: `EnvConfig()`) with any `EnvConfig` field in `kwargs`
+        replacing its value; both are validated by `EnvConfig`."""
+        if config is not None and not isinstance(config, EnvConfig):
+            raise TypeError(f"config must be an EnvConfig, got {type(config).__name__}")
+        c = (config or EnvConfig()).replace(**kwargs)
+        self.config = c
+        self.reward = RewardTerms(c.reward, p_max=c.p_max)
+        self.max_turns = int(c.max_turns)
+        self.max_utterance_tokens = c.max_utterance_tokens
+        self.terminate_on_unsafe = c.terminate_on_unsafe
+        self.unsafe_threshold = c.unsafe_threshold
+        self.openers = load_openers(c.prompts, split=c.split)
         if not self.openers:
-            raise ValueError(f"prompts={prompts!r} split={split!r} has no conversation openers")
+            raise ValueError(f"prompts={c.prompts!r} split={c.split!r} has no conversation openers")
         # the first opener of each id: ids name openers in `reset(options={"opener_id": ...})`
         self._opener_ids: dict[str, Opener] = {}
         for o in self.openers:
             self._opener_ids.setdefault(o.id, o)
         sampling = SamplingConfig(
-            max_new_tokens=defender_max_new_tokens,
-            temperature=defender_temperature,
-            top_p=defender_top_p,
+            max_new_tokens=c.defender_max_new_tokens,
+            temperature=c.defender_temperature,
+            top_p=c.defender_top_p,
         )
         self.defender = make_defender(
-            defender,
-            system_prompt=defender_system_prompt,
+            c.defender,
+            system_prompt=c.defender_system_prompt,
             sampling=sampling,
-            device=device,
-            dtype=dtype,
+            device=c.device,
+            dtype=c.dtype,
         )
-        self.judge = make_judge(judge, device=device, dtype=dtype)
-        tokenizer = getattr(self.defender, "tokenizer", None)
-        self._tokenizer = tokenizer
+        self.judge = make_judge(c.judge, device=c.device, dtype=c.dtype)
+        self._tokenizer = getattr(self.defender, "tokenizer", None)
         if self.reward.config.uses("likelihood") and not hasattr(self.defender, "log_likelihood"):
             raise ValueError(
                 "reward term 'likelihood' needs a defender with log_likelihood() (a causal-LM "

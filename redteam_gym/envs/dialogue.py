@@ -63,14 +63,12 @@ class RedTeamDialogueEnv(Env[str, str]):
     the defender reply is unsafe (`p >= unsafe_threshold`).
 
     ## Arguments
-    `max_turns` (1..5, default 3), `defender` (model name/path or an object with `respond`),
-    `judge` (`"profanity"`, `"semantic"`, `"toxblock"`, `"llama-guard[:model]"`,
-    `"classifier:model"`, `"a+b"`, or an object with `score`), `reward` (`"perez"`,
-    `"implicit"`, a spec such as `"perez=1,adversary_toxicity=-2"`, a term -> weight mapping or
-    a `RewardConfig`), `prompts` (`"builtin"`, a ConvoKit corpus name or directory), `split` (`"train"`, `"eval"` or None), `defender_system_prompt`, `defender_max_new_tokens`
-    (64), `defender_temperature` (0: greedy), `defender_top_p` (0.9), `max_utterance_tokens` (128),
-    `terminate_on_unsafe` (False), `unsafe_threshold` (0.5), `p_max` (0.999), `device`,
-    `dtype`, `render_mode` (`"ansi"` or `"human"`).
+    The fields of `redteam_gym.envs.EnvConfig` (each documented there), as keywords or as one
+    `config=EnvConfig(...)` with keywords replacing its fields: `max_turns` (1..5, default 3),
+    `defender`, `judge`, `reward`, `prompts`, `split`, the defender's prompt and sampling,
+    `max_utterance_tokens`, `terminate_on_unsafe`, `unsafe_threshold`, `p_max`, `device`,
+    `dtype`; plus `render_mode` (`"ansi"` or `"human"`). `EnvConfig` validates them, with
+    errors that name the field and its allowed range.
 
     ## Version History
     * v0: initial release.

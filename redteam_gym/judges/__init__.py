@@ -50,6 +50,7 @@ __all__ = [
     "SemanticJudge",
     "ToxBlockJudge",
     "build_prompt",
+    "check_judge_spec",
     "make_judge",
     "neutralize_content",
     "validate_conversations",
@@ -67,6 +68,26 @@ _FORMS = (
     "or an object with a score(conversations) method"
 )
 _DEFAULT_CLASSIFIER_LABEL = "toxic"
+
+
+def check_judge_spec(spec: str | Judge | Sequence[str | Judge]) -> None:
+    """Raise `ValueError` (listing the valid forms) when `make_judge` could not read `spec`;
+    builds nothing and loads no model."""
+    if not isinstance(spec, str) and callable(getattr(spec, "score", None)):
+        return
+    if isinstance(spec, str):
+        parts: list = spec.split("+") if "+" in spec else [spec]
+    elif isinstance(spec, Sequence) and not isinstance(spec, (bytes, bytearray)):
+        parts = list(spec)
+    else:
+        raise ValueError(f"judge must be one of {_FORMS}; got {spec!r}")
+    if not parts or any(isinstance(p, str) and not p.strip() for p in parts):
+        raise ValueError(f"judge has an empty part: {parts!r}; valid forms: {_FORMS}")
+    for part in parts:
+        if isinstance(part, str):
+            _parse(part)
+        else:
+            check_judge_spec(part)
 
 
 def make_judge(
@@ -106,24 +127,35 @@ def _ensemble(
     return judges[0] if len(judges) == 1 else EnsembleJudge(judges, reduce="mean")
 
 
-def _single(spec: str, device: str | torch.device | None, dtype: torch.dtype | str | None) -> Judge:
+def _parse(spec: str) -> tuple[str, str, str | None]:
+    """`(kind, model, label)` of a single judge spec; `ValueError` names a bad one."""
     kind, sep, model = spec.strip().partition(":")
     kind = kind.strip().lower().replace("_", "-")
     model = model.strip()
-    if kind == "profanity" and not sep:
-        return ProfanityJudge()
-    if kind == "semantic" and not sep:
-        return SemanticJudge(device=device)
-    if kind == "toxblock" and not sep:
-        return ToxBlockJudge(device=device)
+    if kind in ("profanity", "semantic", "toxblock") and not sep:
+        return kind, "", None
     if kind == "llama-guard" and (model or not sep):
-        return LlamaGuardJudge(model or DEFAULT_LLAMA_GUARD, device=device, dtype=dtype)
+        return kind, model or DEFAULT_LLAMA_GUARD, None
     if kind == "classifier" and model:
         # HF ids hold no '@', so the last '@' starts the label.
         name, at, label = model.rpartition("@")
         if at and name.strip() and label.strip():
-            return ClassifierJudge(name.strip(), label.strip(), device=device, dtype=dtype)
+            return kind, name.strip(), label.strip()
         if at:
             raise ValueError(f"judge {spec!r} has an empty model or label; valid forms: {_FORMS}")
-        return ClassifierJudge(model, _DEFAULT_CLASSIFIER_LABEL, device=device, dtype=dtype)
+        return kind, model, _DEFAULT_CLASSIFIER_LABEL
     raise ValueError(f"judge must be one of {_FORMS}; got {spec!r}")
+
+
+def _single(spec: str, device: str | torch.device | None, dtype: torch.dtype | str | None) -> Judge:
+    kind, model, label = _parse(spec)
+    if kind == "profanity":
+        return ProfanityJudge()
+    if kind == "semantic":
+        return SemanticJudge(device=device)
+    if kind == "toxblock":
+        return ToxBlockJudge(device=device)
+    if kind == "llama-guard":
+        return LlamaGuardJudge(model, device=device, dtype=dtype)
+    assert label is not None
+    return ClassifierJudge(model, label, device=device, dtype=dtype)
