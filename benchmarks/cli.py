@@ -1,6 +1,6 @@
 """The ``eval``, ``compare`` and ``demo`` commands of ``redteam-gym``.
 
-``redteam_gym/cli.py`` calls ``add_parsers(subparsers)``; each command sets
+``redteam_cli`` calls ``add_parsers(subparsers)``; each command sets
 ``func(args) -> int`` (the exit status). Until that is wired, the same commands run as
 ``python -m benchmarks.cli eval ...``.
 """

@@ -304,7 +304,7 @@ def test_every_config_field_is_documented():
 def test_train_cli(tiny_lm_dir, tmp_path, algo):
     out = tmp_path / algo
     cmd = [
-        sys.executable, "-m", "redteam_gym.cli", "train", "--algo", algo, "--updates", "1",
+        sys.executable, "-m", "redteam_cli", "train", "--algo", algo, "--updates", "1",
         "--turns", "1", "--batch-size", "2", "--max-new-tokens", "3",
         "--defender-max-new-tokens", "3", "--critic-hidden-size", "8",
         "--adversary-model", str(tiny_lm_dir), "--defender", str(tiny_lm_dir),
@@ -320,7 +320,7 @@ def test_train_cli(tiny_lm_dir, tmp_path, algo):
 
 def test_train_cli_rejects_options_of_other_learners(tiny_lm_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "redteam_gym.cli", "train", "--algo", "a2c", "--updates", "1",
+        [sys.executable, "-m", "redteam_cli", "train", "--algo", "a2c", "--updates", "1",
          "--out", str(tmp_path), "--lam", "0.9"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

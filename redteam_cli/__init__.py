@@ -1,9 +1,12 @@
-"""The `redteam-gym` command line: `demo`, `train`, `eval` and `compare`."""
+"""The `redteam-gym` command line: `demo`, `train`, `eval` and `compare`.
+
+It sits above the three packages (`benchmarks` -> `agents` -> `redteam_gym`), so none of them
+imports upwards to build it: `agents.cli` adds `train`, `benchmarks.cli` the rest.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 
@@ -24,7 +27,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
