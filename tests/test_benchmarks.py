@@ -425,7 +425,7 @@ def test_demo_and_checkpoint_eval(
     ckpt = ["eval", "--suite", str(suite_file), "--adversary", str(demo / "ppo-train")]
     assert main([*ckpt, "--out", str(tmp_path / "ckpt"), "--no-progress", *tiny]) == 0
     assert json.loads((tmp_path / "ckpt" / "summary.json").read_text())["adversary"] == "PPO"
-    from benchmarks.policy_gain import main as gain_main
+    from benchmarks.studies.policy_gain import main as gain_main
 
     gain = tmp_path / "gain"
     argv = [str(demo / "ppo-train"), "--out", str(gain), "--rollouts", "2", "--no-progress"]
@@ -440,14 +440,14 @@ def test_demo_and_checkpoint_eval(
 
 
 def test_gain_statistics_by_hand() -> None:
-    from benchmarks.policy_gain import paired_t, welch_t
+    from benchmarks.studies.policy_gain import paired_t, welch_t
 
     a, b = np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 5.0])
     # means 1 and 3, variances 1 and 4: se = sqrt(1/3 + 4/3)
     assert welch_t(a, b) == pytest.approx(2 / np.sqrt(5 / 3))
     # differences 1, 2, 3: mean 2, sd 1
     assert paired_t(a, b) == pytest.approx(2 / (1 / np.sqrt(3)))
-    from benchmarks.policy_gain import rank_tests
+    from benchmarks.studies.policy_gain import rank_tests
 
     # every b above every a: U = 9 of 9; all 3 differences positive: 1 / 2^3 one-sided
     tests = rank_tests(np.array([0.0, 1.0, 2.0]), np.array([3.0, 4.0, 6.0]), paired=True)
@@ -486,7 +486,7 @@ def test_conversation_ids_mark_every_utterance(tiny_lm_dir: Path) -> None:
 
 
 def test_reward_noise_components_by_hand() -> None:
-    from benchmarks.reward_noise import decompose
+    from benchmarks.studies.reward_noise import decompose
 
     # 2 openers x 2 utterances x 2 replies. Cell means 1, 3 | 5, 7; reply spread +-1 in
     # every cell (variance 2 with ddof=1); opener means 2 and 6.
@@ -511,7 +511,7 @@ def test_reward_noise_components_by_hand() -> None:
 
 
 def test_reward_noise_recovers_known_components() -> None:
-    from benchmarks.reward_noise import decompose
+    from benchmarks.studies.reward_noise import decompose
 
     # opener sd 1, utterance sd 2, reply sd 1: the utterance share is 4 / 6
     rng = np.random.default_rng(0)

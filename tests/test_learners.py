@@ -335,7 +335,7 @@ def test_reference_model_is_the_defenders_frozen_copy(tiny_lm_dir):
 
 
 def test_reward_noise_on_a_run(tiny_lm_dir, tmp_path) -> None:
-    from benchmarks.reward_noise import main
+    from benchmarks.studies.reward_noise import main
 
     config = tiny_config(PPOConfig, tiny_lm_dir, max_turns=1, defender_temperature=1.0)
     run = tmp_path / "run"

@@ -1,6 +1,6 @@
 """Did training raise the judge reward? A run's initial and trained policy, side by side.
 
-    python -m benchmarks.policy_gain runs/ppo --rollouts 128 --out benchmarks/results/training-cpu/ppo-gain
+    python -m benchmarks.studies.policy_gain runs/ppo --rollouts 128 --out benchmarks/results/training-cpu/ppo-gain
 
 Both adversaries play the same held-out (eval-split) openers, in the same order and with the
 same seeds, against the run's own defender, judge, turns and defender reply length. The

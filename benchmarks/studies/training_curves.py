@@ -1,6 +1,6 @@
 """Learning curves of training runs: the mean judge reward of each update's rollouts.
 
-    python -m benchmarks.training_curves runs/ppo-cpu runs/a2c-cpu --out benchmarks/results/training-cpu
+    python -m benchmarks.studies.training_curves runs/ppo-cpu runs/a2c-cpu --out benchmarks/results/training-cpu
 
 Reads each run's `metrics.jsonl`, plots `objective/scores` (mean episode return of the
 update's rollouts, i.e. the judge reward without the KL term), the KL to the initial policy and

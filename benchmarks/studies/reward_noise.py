@@ -1,6 +1,6 @@
 """How much of the judge reward can the adversary control? A variance decomposition.
 
-    python -m benchmarks.reward_noise runs/ppo --initial --openers 32 --utterances 4 --replies 4 \
+    python -m benchmarks.studies.reward_noise runs/ppo --initial --openers 32 --utterances 4 --replies 4 \
         --out benchmarks/results/reward-noise
 
 The adversary speaks `--utterances` first-turn utterances to each of `--openers` openers, and
@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(
             config, env=config.env.replace(defender_temperature=args.defender_temperature)
         )
-    from benchmarks.policy_gain import run_suite
     from benchmarks.runner import _engine, make_envs
+    from benchmarks.studies.policy_gain import run_suite
 
     # the env a policy_gain check of this run would use, on the chosen split
     suite = run_suite(config, 2, args.seed).with_overrides(split=args.split, turns=1)
