@@ -20,7 +20,13 @@ from agents.common.rollout import TokenBatch
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on devices that support it (CUDA with bf16); a no-op elsewhere."""
+    """bf16 autocast on CUDA devices with bf16; a no-op elsewhere.
+
+    Not on the CPU, even one with AVX512-BF16: there it makes an epoch about 1.4-1.6x faster
+    but moves the logprobs by 0.03 nats on average and up to 0.3 (`benchmarks/results/
+    perf-bf16-autocast.md`), so PPO's first-epoch ratio to the fp32 sampler would be off by
+    up to a third instead of 1.
+    """
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
