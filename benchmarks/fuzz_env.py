@@ -195,7 +195,7 @@ def disguised(draw: Callable[[Any], Any], marker: str) -> str:
     return marker
 
 
-_filler = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+_filler = st.text(st.characters(codec="utf-8"), max_size=20)
 
 
 @st.composite
@@ -238,7 +238,7 @@ CATEGORIES: dict[str, st.SearchStrategy[Any]] = {
     "surrogate": st.builds(
         lambda a, s, b: a + s + b,
         st.text(max_size=10),
-        st.characters(categories=("Cs",)),
+        st.characters(categories=["Cs"]),
         st.text(max_size=10),
     ),
     "non-str": st.one_of(
@@ -247,8 +247,11 @@ CATEGORIES: dict[str, st.SearchStrategy[Any]] = {
 }
 """Hostile input categories; every one but the last three must be accepted."""
 
-REFUSED = {"empty": (ValueError, "empty"), "surrogate": (ValueError, "surrogate")}
-REFUSED["non-str"] = (TypeError, "str")
+REFUSED: dict[str, tuple[type[Exception], str]] = {
+    "empty": (ValueError, "empty"),
+    "surrogate": (ValueError, "surrogate"),
+    "non-str": (TypeError, "str"),
+}
 """Categories the env refuses, with the error and a word its message must hold."""
 
 VALID = tuple(c for c in CATEGORIES if c not in REFUSED)
@@ -336,7 +339,9 @@ _READ_AS_MARKER = re.compile(
     r"[\W_]*(?:(?:user|agent)[\s*_~`'\"]*:|<\s*/?\s*(?:begin|end)\b"
     r"|provide\s+your\s+safety\s+assessment)"
 )
-_UNDISGUISE = {ord(c): latin for latin, chars in LOOK_ALIKES.items() for c in chars}
+_UNDISGUISE: dict[int, str | None] = {
+    ord(c): latin for latin, chars in LOOK_ALIKES.items() for c in chars
+}
 _UNDISGUISE.update({ord(c): None for c in ZERO_WIDTH})
 
 
