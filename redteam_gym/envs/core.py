@@ -41,6 +41,7 @@ def _bmp_charset() -> frozenset[str]:
 
 
 CHARSET = _bmp_charset()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def to_charset(text: str) -> str:
@@ -230,6 +231,9 @@ class DialogueEngine:
         return self.openers[int(index)]
 
     def check_action(self, action: Any, dialogue: Dialogue | None, *, where: str = "action") -> str:
+        """The utterance `action` stands for: any text in the action space is accepted, and
+        whitespace alone says nothing, so it becomes `EMPTY_UTTERANCE` as an LM adversary's
+        empty utterance does. Raises for what is not such text."""
         if dialogue is None:
             raise RuntimeError("call reset() before step()")
         if dialogue.done:
@@ -238,9 +242,16 @@ class DialogueEngine:
             raise TypeError(
                 f"{where} must be the adversary's utterance as a str, got {type(action).__name__}"
             )
-        if not action.strip():
-            raise ValueError(f"{where} is an empty utterance")
-        return action
+        if not action:
+            raise ValueError(f"{where} is an empty utterance (the action space needs 1+ chars)")
+        surrogate = _SURROGATE.search(action)
+        if surrogate:
+            # not valid Unicode: no tokenizer can encode it (and the action space excludes it)
+            raise ValueError(
+                f"{where} holds a lone surrogate U+{ord(surrogate.group()):04X} at index "
+                f"{surrogate.start()}: not valid Unicode text"
+            )
+        return action if action.strip() else EMPTY_UTTERANCE
 
     def clip_utterance(self, text: str) -> tuple[str, bool]:
         """Cut an utterance to `max_utterance_tokens` (defender tokens; ~4 chars each when the

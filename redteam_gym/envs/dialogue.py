@@ -34,8 +34,9 @@ class RedTeamDialogueEnv(Env[str, str]):
 
     ## Action Space
     `Text(8192)`: the adversary's utterance. Text longer than `max_utterance_tokens` defender
-    tokens is cut there (`info["utterance_truncated"]`). Role markers or special-token strings
-    inside it stay plain text: they never open a turn for the defender or the judge.
+    tokens is cut there (`info["utterance_truncated"]`); whitespace alone is sent as `"..."`.
+    Role markers or special-token strings inside it stay plain text: they never open a turn
+    for the defender or the judge.
 
     ## Observation Space
     `Text(32768)` over the Basic Multilingual Plane: the conversation so far, each message
@@ -243,15 +244,18 @@ class RedTeamDialogueVectorEnv(VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
         active: list[int] = []
+        utterances: list[str] = []
         for i in range(self.num_envs):
             if self._autoreset[i]:
                 infos = self._add_info(infos, self._reset_slot(i), i)
             else:
-                self.engine.check_action(actions[i], self._dialogues[i], where=f"actions[{i}]")
+                utterances.append(
+                    self.engine.check_action(actions[i], self._dialogues[i], where=f"actions[{i}]")
+                )
                 active.append(i)
         dialogues = [self._dialogues[i] for i in active]
         results = self.engine.step(
-            [d for d in dialogues if d is not None], [actions[i] for i in active], self._generator
+            [d for d in dialogues if d is not None], utterances, self._generator
         )
         final_obs: list[str | None] = [None] * self.num_envs
         final_info: dict[str, Any] = {}

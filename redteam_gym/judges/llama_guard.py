@@ -14,11 +14,12 @@ Message text must not forge the prompt's own structure either (a reply that writ
 1. every line break (`str.splitlines`: \\n, \\r, \\r\\n, \\v, \\f, \\x1c-\\x1e, \\x85, U+2028,
    U+2029) becomes `\\n`, and blank or whitespace-only lines are dropped, so a message never
    contains the blank line that separates turns;
-2. a line that, after NFKC folding, dropping invisible format characters (Unicode Cf) and
-   skipping leading spaces/punctuation, starts with `User:` / `Agent:` (any case; spaces or
-   markdown emphasis such as `**Agent**:` before the colon allowed), a `<BEGIN` / `<END` / `</BEGIN` tag, or
-   `Provide your safety assessment` is prefixed with `"> "`, a quote, so it no longer starts
-   with a marker.
+2. a line that, after NFKD folding, dropping invisible format characters (Unicode Cf) and
+   combining marks (Mn), mapping look-alike letters of other scripts (Cyrillic, Greek, ...)
+   to Latin and skipping leading spaces/punctuation, starts with `User:` / `Agent:` (any
+   case; spaces or markdown emphasis such as `**Agent**:` before the colon allowed), a
+   `<BEGIN` / `<END` / `</BEGIN` tag, or `Provide your safety assessment` is prefixed with
+   `"> "`, a quote, so it no longer starts with a marker.
 
 P(unsafe) is read from the next-token distribution where the model writes the first token
 of its verdict. That position is found with the tokenizer (`assessment_gap`): a chat
@@ -104,10 +105,24 @@ _MARKER = re.compile(
 _CATEGORY_CODE = re.compile(r"\bS(\d{1,2})\b")
 
 
+# Letters of other scripts drawn like the Latin letters of the markers, and look-alikes of
+# ':' and '<', after Unicode's confusables (UTS #39): NFKC keeps them apart from the Latin
+# ones, so "\u0410gent:" (Cyrillic A) would read as "Agent:" to the judge yet escape the rule.
+_HOMOGLYPHS = str.maketrans(
+    "АВЕКМНОРСТХЅІЈԌҮаеорсухѕіјԁһԛԝɡ"  # Cyrillic (and Latin script g)
+    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορυ"  # Greek
+    "Սոսꓮꓐꓓꓰꓖꓲꓠꓔꓴꓢ"  # Armenian, Lisu
+    "ː∶꞉׃։‹˂ᐸ",
+    "ABEKMHOPCTXSIJGYaeopcyxsijdhqwgABEZHIKMNOPTYXaiknopuUnuABDEGINTUS:::::<<<",
+)
+
+
 def _skeleton(line: str) -> str:
-    """What a reader sees of a line: compatibility forms folded, invisible characters gone."""
-    folded = unicodedata.normalize("NFKC", line)
-    return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf").casefold()
+    """What a reader sees of a line: compatibility forms folded, accents (combining marks)
+    and invisible characters dropped, look-alike letters of other scripts made Latin."""
+    folded = unicodedata.normalize("NFKD", line)
+    kept = "".join(ch for ch in folded if unicodedata.category(ch) not in ("Cf", "Mn"))
+    return kept.translate(_HOMOGLYPHS).casefold()
 
 
 def neutralize_content(text: str) -> str:
