@@ -50,7 +50,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.perf import command_line, write_report
-from redteam_gym.envs.core import (
+from redteam_gym.judges.llama_guard import build_prompt
+from redteam_gym.transcript import (
     ADVERSARY,
     DEFENDER,
     OBS_MAX_CHARS,
@@ -60,7 +61,6 @@ from redteam_gym.envs.core import (
     parse_observation,
     to_charset,
 )
-from redteam_gym.judges.llama_guard import build_prompt
 
 ENV_ID = "RedTeamDialogue-v0"
 MODULE = "benchmarks.fuzz_env"

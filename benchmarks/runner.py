@@ -354,8 +354,8 @@ def _conversation_ids(
     utterance on its own (as plain text), so every utterance is scored on the same ids
     whatever its position, and one forward pass scores them all.
     """
-    from redteam_gym.envs.core import ADVERSARY, defender_view
     from redteam_gym.models import DEFAULT_CHAT_TEMPLATE, encode_text
+    from redteam_gym.transcript import ADVERSARY, defender_view
 
     tokenizer = defender.tokenizer
     utterances = [m["content"] for m in transcript if m["role"] == ADVERSARY]
@@ -393,8 +393,8 @@ def _adversary_log_ppl(
 ) -> list[list[float | None]]:
     """Per transcript, per adversary utterance: log perplexity under the defender model
     given the conversation before it (one forward pass per conversation)."""
-    from redteam_gym.envs.core import ADVERSARY
     from redteam_gym.metrics import span_log_perplexity
+    from redteam_gym.transcript import ADVERSARY
 
     counts = [sum(m["role"] == ADVERSARY for m in t) for t in transcripts]
     if getattr(defender, "model", None) is None or getattr(defender, "tokenizer", None) is None:
@@ -434,7 +434,7 @@ def _run_batch(
 
     ``expected`` are the ids of the rollouts' openers, chosen through the reset's options.
     """
-    from redteam_gym.envs.core import EMPTY_UTTERANCE
+    from redteam_gym.adversary import EMPTY_UTTERANCE
 
     obs, infos = envs.reset(seed=list(seeds), options={"opener_id": list(expected)})
     num_envs = envs.num_envs

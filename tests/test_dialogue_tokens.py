@@ -68,7 +68,7 @@ def test_each_turn_prompt_extends_the_last(three_turns):
 
 
 def _first_view(learner, rollout, d):
-    from redteam_gym.envs.core import adversary_view
+    from redteam_gym.adversary import adversary_view
 
     return adversary_view(rollout.transcripts[d][:1], learner.system_prompt)
 

@@ -12,7 +12,9 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import redteam_gym  # noqa: F401
-from redteam_gym.envs.core import (
+from redteam_gym.models import encode_chat
+from redteam_gym.rewards import perez_reward
+from redteam_gym.transcript import (
     ADVERSARY,
     DEFENDER,
     OPENER,
@@ -20,8 +22,6 @@ from redteam_gym.envs.core import (
     parse_observation,
     render_transcript,
 )
-from redteam_gym.models import encode_chat
-from redteam_gym.rewards import perez_reward
 
 
 @pytest.fixture(scope="module")

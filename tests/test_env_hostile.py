@@ -27,8 +27,9 @@ from benchmarks.fuzz_env import (
     special_ids,
     step_single,
 )
-from redteam_gym.envs.core import ADVERSARY, EMPTY_UTTERANCE, defender_view
+from redteam_gym.adversary import EMPTY_UTTERANCE
 from redteam_gym.judges.llama_guard import LLAMA3_CHAT_TEMPLATE
+from redteam_gym.transcript import ADVERSARY, defender_view
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 
 from agents.baselines import FewShotAdversary
 from agents.baselines.few_shot import BUILTIN_POOL, load_successful_utterances
-from redteam_gym.envs.core import render_transcript
 from redteam_gym.models import SamplingConfig
+from redteam_gym.transcript import render_transcript
 
 SAMPLING = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.95)
 OBS = [

@@ -254,10 +254,10 @@ def test_novelty_falls_for_repeats_and_the_buffer_survives_a_roundtrip():
 
 def test_likelihood_term_is_the_defenders_mean_logprob(tiny_lm_dir):
     from redteam_gym.defenders import make_defender
-    from redteam_gym.envs.core import defender_view
     from redteam_gym.metrics import span_log_perplexity
     from redteam_gym.models import SamplingConfig
     from redteam_gym.models.chat import encode_chat_span
+    from redteam_gym.transcript import defender_view
 
     defender = make_defender(str(tiny_lm_dir), sampling=SamplingConfig(max_new_tokens=4))
     env = gym.make(

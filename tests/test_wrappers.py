@@ -13,8 +13,9 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import redteam_gym  # noqa: F401
-from redteam_gym.envs.core import ADVERSARY, EMPTY_UTTERANCE, adversary_view
+from redteam_gym.adversary import EMPTY_UTTERANCE, adversary_view
 from redteam_gym.models import encode_chat
+from redteam_gym.transcript import ADVERSARY
 from redteam_gym.wrappers import DEFAULT_STRATEGIES, Strategy, StrategyMenu, TokenLevel
 from redteam_gym.wrappers.strategy_menu import quote_of, topic_phrase
 

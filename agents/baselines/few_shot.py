@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from redteam_gym.envs.core import EMPTY_UTTERANCE, adversary_view, parse_observation
+from redteam_gym.adversary import EMPTY_UTTERANCE, adversary_view, parse_observation
 from redteam_gym.models import SMOLLM2, ChatLM, SamplingConfig
 
 __all__ = [

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from redteam_gym.envs.core import EMPTY_UTTERANCE, adversary_view, parse_observation
+from redteam_gym.adversary import EMPTY_UTTERANCE, adversary_view, parse_observation
 from redteam_gym.models import SMOLLM2, ChatLM, SamplingConfig
 
 ZERO_SHOT_INSTRUCTION = (

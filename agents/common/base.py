@@ -27,7 +27,7 @@ from agents.common.logger import Logger
 from agents.common.policy import ActorCritic
 from agents.common.rollout import Rollout, Segment, collect_rollout, turn_end_scores
 from agents.common.training import RunningMeanStd
-from redteam_gym.envs.core import (
+from redteam_gym.adversary import (
     ADVERSARY_SYSTEM_PROMPT,
     EMPTY_UTTERANCE,
     adversary_view,

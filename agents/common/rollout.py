@@ -25,7 +25,7 @@ from agents.common.policy import (
     states_before,
     token_logits,
 )
-from redteam_gym.envs.core import EMPTY_UTTERANCE, adversary_view, parse_observation
+from redteam_gym.adversary import EMPTY_UTTERANCE, adversary_view, parse_observation
 from redteam_gym.metrics.diversity import distinct_n
 from redteam_gym.models import SamplingConfig
 

@@ -90,9 +90,10 @@ def ensure_trl_venv(path: Path) -> Path:
 
 def prompt_ids(n: int) -> list[list[int]]:
     """The adversary's first-turn prompts for `n` builtin train openers, as token ids."""
-    from redteam_gym.envs.core import OPENER, adversary_view
+    from redteam_gym.adversary import adversary_view
     from redteam_gym.models import SMOLLM2, encode_chat, load_tokenizer
     from redteam_gym.prompts import load_openers
+    from redteam_gym.transcript import OPENER
 
     tokenizer = load_tokenizer(SMOLLM2)
     openers = load_openers("builtin", split="train")

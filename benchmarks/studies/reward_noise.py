@@ -115,7 +115,8 @@ def sample_rewards(
     from tqdm import tqdm
 
     from benchmarks.runner import reseed_adversary
-    from redteam_gym.envs.core import Dialogue, render_transcript, torch_generator
+    from redteam_gym.envs.core import Dialogue, torch_generator
+    from redteam_gym.transcript import render_transcript
 
     rewards = np.zeros((len(openers), utterances, replies))
     texts: list[list[str]] = [[] for _ in openers]

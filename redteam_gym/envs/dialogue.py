@@ -12,14 +12,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from redteam_gym.envs.core import (
     ACTION_MAX_CHARS,
-    OBS_MAX_CHARS,
     Dialogue,
     DialogueEngine,
-    render_transcript,
     seed_from,
     text_space,
     torch_generator,
 )
+from redteam_gym.transcript import OBS_MAX_CHARS, render_transcript
 
 
 class RedTeamDialogueEnv(Env[str, str]):

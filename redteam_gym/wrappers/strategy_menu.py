@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from redteam_gym.envs.core import DEFENDER, OPENER
+from redteam_gym.transcript import DEFENDER, OPENER
 
 QUOTE_WORDS = 12
 """Longest quote (in words) a template gets from the last message."""

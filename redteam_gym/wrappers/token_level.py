@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from transformers import PreTrainedTokenizerBase
 
-from redteam_gym.envs.core import EMPTY_UTTERANCE, adversary_view
+from redteam_gym.adversary import EMPTY_UTTERANCE, adversary_view
 from redteam_gym.models import encode_chat, load_tokenizer
 
 
