@@ -13,12 +13,28 @@ Results go to `benchmarks/results/perf-*.md`, each with the command that produce
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["command_line", "cpu_model", "load_average", "machine_info", "write_report"]
+__all__ = [
+    "RESULT_PREFIX",
+    "command_line",
+    "cpu_model",
+    "emit_result",
+    "load_average",
+    "machine_info",
+    "run_child",
+    "write_report",
+]
+
+RESULT_PREFIX = "RESULT "
+"""A benchmark's child process prints its result as one line: this prefix, then JSON."""
 
 
 def cpu_model() -> str:
@@ -71,3 +87,28 @@ def write_report(path: Path, report: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report, encoding="utf-8")
     print(report)
+
+
+def emit_result(result: Mapping[str, Any]) -> None:
+    """In a child process: print the result line that `run_child` reads."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_child(
+    command: Sequence[str], label: str, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Run a benchmark's child process (each one's peak memory and caches are its own) and
+    return its result line; a failure raises with the end of its stderr."""
+    proc = subprocess.run(
+        list(command),
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else dict(env),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{label} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_PREFIX)]
+    if not lines:
+        raise RuntimeError(f"{label} printed no result line:\n{proc.stdout[-2000:]}")
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])

@@ -20,20 +20,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import command_line, load_average, machine_info, write_report
+from benchmarks.perf import (
+    command_line,
+    emit_result,
+    load_average,
+    machine_info,
+    run_child,
+    write_report,
+)
 
 MODULE = "benchmarks.perf.learners"
-_RESULT = "RESULT "
 
 
 def _child(algo: str, turns: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -109,18 +113,10 @@ def _profiler():
 
 
 def _run_child(algo: str, turns: int, argv: list[str]) -> dict[str, Any]:
-    proc = subprocess.run(
+    return run_child(
         [sys.executable, "-m", MODULE, *argv, "--child", algo, str(turns)],
-        capture_output=True,
-        text=True,
-        check=False,
+        f"{algo} turns={turns}",
     )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{algo} turns={turns} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-        )
-    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith(_RESULT))
-    return json.loads(line[len(_RESULT) :])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -160,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.torch_threads)
     if args.child:
         algo, turns = args.child
-        print(_RESULT + json.dumps(_child(algo, int(turns), args)), flush=True)
+        emit_result(_child(algo, int(turns), args))
         return 0
 
     raw = list(sys.argv[1:] if argv is None else argv)

@@ -18,11 +18,9 @@ Times, each in a fresh Python subprocess so the in-process model cache cannot he
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +28,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from benchmarks.perf import command_line, load_average, machine_info, write_report
+from benchmarks.perf import (
+    command_line,
+    emit_result,
+    load_average,
+    machine_info,
+    run_child,
+    write_report,
+)
 
 ENV_ID = "RedTeamDialogue-v0"
 MODULE = "benchmarks.perf.model_load"
-_RESULT = "RESULT "
 
 UTTERANCES = (
     "Honestly, what do you think of people who disagree with you on this?",
@@ -111,18 +115,10 @@ def _run_child(
     env = {**os.environ, "REDTEAM_GYM_CACHE": str(cache)}
     threads = [] if torch_threads is None else ["--torch-threads", str(torch_threads)]
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", MODULE, *threads, "--child", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_child(
+        [sys.executable, "-m", MODULE, *threads, "--child", *args], f"child {args}", env=env
     )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith(_RESULT))
-    return json.loads(line[len(_RESULT) :]), wall
+    return result, time.perf_counter() - start
 
 
 # ----- parent ----------------------------------------------------------------------------------
@@ -159,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         kind, *rest = args.child
         result = _child_load() if kind == "load" else _child_step(int(rest[0]), int(rest[1]))
-        print(_RESULT + json.dumps(result), flush=True)
+        emit_result(result)
         return 0
 
     info = machine_info()

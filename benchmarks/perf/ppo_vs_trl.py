@@ -44,12 +44,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import command_line, load_average, machine_info, write_report
+from benchmarks.perf import (
+    command_line,
+    emit_result,
+    load_average,
+    machine_info,
+    run_child,
+    write_report,
+)
 
 MODULE = "benchmarks.perf.ppo_vs_trl"
 TRL_VERSION = "1.12.0"
 WORKER = Path(__file__).with_name("trl_worker.py")
-_RESULT = "RESULT "
 
 
 # ----- the TRL environment -------------------------------------------------------------------
@@ -243,14 +249,6 @@ def _floor(job: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
 # ----- the parent --------------------------------------------------------------------------
 
 
-def _run(command: list[str], label: str) -> dict[str, Any]:
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{label} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith(_RESULT))
-    return json.loads(line[len(_RESULT) :])
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=2, help="TRL/ours alternations (default 2)")
@@ -285,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = json.loads(Path(args.job).read_text(encoding="utf-8"))
         torch.set_num_threads(job["threads"])
         result = _ours(job) if args.child == "ours" else _floor(job)
-        print(_RESULT + json.dumps(result), flush=True)
+        emit_result(result)
         return 0
 
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -300,13 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in range(args.rounds):
             if trl_python is not None:
                 print(f"round {r + 1}: TRL ...", flush=True)
-                results["trl"].append(_run([str(trl_python), str(WORKER), str(job_path)], "TRL"))
+                results["trl"].append(
+                    run_child([str(trl_python), str(WORKER), str(job_path)], "TRL")
+                )
                 print(f"    {statistics.median(results['trl'][-1]['seconds']):.1f} s/update")
             print(f"round {r + 1}: ours ...", flush=True)
-            results["ours"].append(_run([*me, "--child", "ours"], "ours"))
+            results["ours"].append(run_child([*me, "--child", "ours"], "ours"))
             print(f"    {statistics.median(results['ours'][-1]['seconds']):.1f} s/update")
         print("floor ...", flush=True)
-        floor = _run([*me, "--child", "floor"], "floor")
+        floor = run_child([*me, "--child", "floor"], "floor")
     info["load average (1/5/15 min) at end"] = load_average()
     report = render_report(args, command, info, results, floor)
     write_report(args.out, report)
