@@ -302,31 +302,41 @@ def run_demo(args: argparse.Namespace) -> int:
 def _train_ppo(suite: Any, root: Path, args: argparse.Namespace) -> Any:
     """Train a short PPO run; returns the learner.
 
-    The learner gets the suite's defender, judge, openers, turns and batch size, trains on
-    the *train* split (it makes its own env) and checkpoints into ``ROOT/ppo-train``; the
-    learner itself is the adversary (``act``, ``reseed``).
+    The learner trains in the suite's env (defender, judge, openers, turns, utterance cut,
+    threshold) with two deliberate differences: the *train* split of the openers, and the
+    defender decoding greedily (`EnvConfig`'s training default) where the suite samples it
+    at T 0.7. Against a sampling defender the reward is mostly the defender's sampling noise
+    (`benchmarks/results/reward-noise/`: 98.8% of its variance), so the learner trains where
+    its utterances decide the reward and is evaluated where a deployed model answers. It
+    checkpoints into ``ROOT/ppo-train``; the learner itself is the adversary.
     """
     from agents import PPO, PPOConfig
 
+    env = suite.env.replace(
+        split="train",
+        defender_temperature=0.0,
+        reward=DEMO_REWARD,
+        device=args.device or suite.env.device,
+        dtype=args.dtype or suite.env.dtype,
+    )
     wanted = {
-        "max_turns": suite.turns,
-        "defender": suite.defender,
-        "judge": suite.judge,
-        "prompts": suite.prompts,
-        "defender_max_new_tokens": suite.defender_sampling.max_new_tokens,
+        "env": env,
         "max_new_tokens": suite.adversary_sampling.max_new_tokens,
         "batch_size": suite.batch_size,
         "seed": suite.seed,
         "device": args.device,
         "dtype": args.dtype,
         "adversary_model": args.adversary_model,
-        "reward": DEMO_REWARD,
         # one pass per update keeps the demo's short run inside its budget
         "ppo_epochs": 1,
         "num_minibatches": 1,
     }
     config = PPOConfig(**{k: v for k, v in wanted.items() if v is not None})
-    print(f"\n[train] PPO, {args.updates} updates on the train split", flush=True)
+    print(
+        f"\n[train] PPO, {args.updates} updates on the train split against the greedy "
+        "defender (the evals sample it at T 0.7)",
+        flush=True,
+    )
     learner = PPO(config)
     learner.learn(total_updates=args.updates, run_dir=root / "ppo-train", progress=args.progress)
     terms = {
