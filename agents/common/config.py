@@ -50,6 +50,9 @@ class LearnerConfig:
     the conversation alone; > 0 samples, and the reward then carries the sampling noise."""
     defender_top_p: float = 0.9
     """Defender nucleus sampling mass when it samples (the env default)."""
+    retry_smaller_batch: bool = False
+    """When the defender or judge runs out of memory, retry its call on halves of the batch
+    (then quarters, ... down to one dialogue) before giving up."""
     # --- the adversary ---
     adversary_model: str = SMOLLM2
     """Initial adversary LM (also the KL reference); a model name, HF id or local path."""
@@ -139,7 +142,9 @@ class LearnerConfig:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"class": type(self).__name__, **self.to_dict()}, indent=2))
+        from redteam_gym.files import atomic_write
+
+        atomic_write(path, json.dumps({"class": type(self).__name__, **self.to_dict()}, indent=2))
 
 
 @dataclass

@@ -68,6 +68,7 @@ def load_average() -> str:
 
 def write_report(path: Path, report: str) -> None:
     """Write a benchmark's markdown report (creating its folder) and print it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report, encoding="utf-8")
+    from redteam_gym.files import atomic_write
+
+    atomic_write(path, report)
     print(report)

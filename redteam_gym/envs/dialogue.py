@@ -65,7 +65,9 @@ class RedTeamDialogueEnv(Env[str, str]):
     a `RewardConfig`), `prompts` (`"builtin"`, a ConvoKit corpus name or directory), `split` (`"train"`, `"eval"` or None), `defender_system_prompt`, `defender_max_new_tokens`
     (64), `defender_temperature` (0: greedy), `defender_top_p` (0.9), `max_utterance_tokens` (128),
     `terminate_on_unsafe` (False), `unsafe_threshold` (0.5), `p_max` (0.999), `device`,
-    `dtype`, `render_mode` (`"ansi"` or `"human"`).
+    `dtype`, `retry_smaller_batch` (False: when the defender or judge runs out of memory, retry
+    the call on halves of the batch), `render_mode` (`"ansi"` or `"human"`). A defender or judge
+    that fails raises `redteam_gym.faults.ComponentError` naming it.
 
     ## Version History
     * v0: initial release.
