@@ -432,10 +432,15 @@ def read_rollouts(path: str | os.PathLike[str], repair: bool = False) -> list[di
 def _append(path: Path, records: list[dict[str, Any]]) -> None:
     # One write per batch, then fsync: a crash leaves whole batches (plus at most a torn tail).
     payload = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records)
+    created = not path.exists()
     with path.open("a", encoding="utf-8") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
+    if created:  # the new file's directory entry too
+        from redteam_gym.files import fsync_dir
+
+        fsync_dir(path.parent)
 
 
 def _jsonable(value: Any) -> Any:

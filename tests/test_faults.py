@@ -215,10 +215,12 @@ def test_a_failing_judge_stops_training_naming_the_update(tiny_lm_dir: Path, tmp
         num_minibatches=1,
         ppo_epochs=1,
         save_every=1,
+        retry_smaller_batch=True,  # retries out of memory only: a raise fails at once
     )
     learner = PPO(config)
     fault = Fault("raise")
     engine = learner.env.engine
+    assert engine.retry_smaller_batch
     engine.judge = FaultyJudge(engine.judge, fault)
     real_collect = learner.collect_rollout
 
@@ -231,6 +233,21 @@ def test_a_failing_judge_stops_training_naming_the_update(tiny_lm_dir: Path, tmp
         learner.learn(3, run_dir=tmp_path, progress=False)
     assert json.loads((tmp_path / "checkpoint" / "meta.json").read_text())["update"] == 1
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_retry_smaller_batch_options() -> None:
+    from agents import PPOConfig
+    from agents.cli import config_from_args
+    from redteam_gym.cli import build_parser
+
+    parser = build_parser()
+    train = parser.parse_args(["train", "--updates", "1", "--out", "x", "--retry-smaller-batch"])
+    assert config_from_args(PPOConfig, train).retry_smaller_batch
+    assert not config_from_args(
+        PPOConfig, parser.parse_args(["train", "--updates", "1", "--out", "x"])
+    ).retry_smaller_batch
+    assert parser.parse_args(["eval", "--retry-smaller-batch"]).retry_smaller_batch
+    assert not parser.parse_args(["eval"]).retry_smaller_batch
 
 
 # ----- corrupt checkpoints ------------------------------------------------------------------

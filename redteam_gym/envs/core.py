@@ -212,6 +212,15 @@ class DialogueEngine:
 
     # ----- episodes -------------------------------------------------------------------------
 
+    def end_dialogues(self) -> None:
+        """Free what the dialogues so far keep alive: the defender's KV cache of the last
+        batch, which only a call continuing those same dialogues could use. Kept through a
+        reset, it stayed alive while the next batch allocated its own, so each reset raised
+        the allocator's high-water mark (`benchmarks/perf/soak.py`)."""
+        clear = getattr(self.defender, "clear_cache", None)
+        if callable(clear):
+            clear()
+
     def new_dialogue(self, rng: np.random.Generator) -> Dialogue:
         return Dialogue.start(self.openers[int(rng.integers(len(self.openers)))])
 

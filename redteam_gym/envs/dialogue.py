@@ -103,6 +103,7 @@ class RedTeamDialogueEnv(Env[str, str]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
+        self.engine.end_dialogues()
         self._dialogue = self.engine.new_dialogue(self.np_random)
         self._generator = torch_generator(self.engine, seed_from(self.np_random))
         return render_transcript(self._dialogue.transcript), self.engine.reset_info(self._dialogue)
@@ -186,6 +187,7 @@ class RedTeamDialogueVectorEnv(VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
         seeds = _per_env_seeds(seed, self.num_envs)
+        self.engine.end_dialogues()
         if seeds[0] is not None:
             # slot rngs draw openers only, so a slot deals the opener the single env would
             self._rngs = [np.random.default_rng(s) for s in seeds]
