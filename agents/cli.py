@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -96,11 +97,16 @@ def _dests(cls: type, prefix: str = "") -> set[str]:
 
 def _train(args: argparse.Namespace) -> int:
     from agents import LEARNERS
+    from agents.common.base import CheckpointError, UpdateError
+    from redteam_gym.interrupts import Interrupted
 
     cls = LEARNERS[args.algo]
     out = Path(args.out)
     if args.resume:
-        learner = cls.load(out)
+        try:
+            learner = cls.load(out)
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise SystemExit(f"redteam-gym train: cannot resume {out}: {exc}") from None
         print(f"Resuming {args.algo} from update {learner.update_idx} in {out}", flush=True)
     else:
         from agents import A2CConfig, RARLHFConfig
@@ -113,7 +119,20 @@ def _train(args: argparse.Namespace) -> int:
         if (out / "checkpoint").exists():
             raise SystemExit(f"{out} already holds a checkpoint: pass --resume or another --out")
         learner = cls(config_from_args(cls.config_class, args))
-    learner.learn(args.updates, run_dir=out, progress=not args.no_progress)
+    try:
+        learner.learn(args.updates, run_dir=out, progress=not args.no_progress)
+    except Interrupted:
+        print(
+            f"redteam-gym train: stopped by SIGINT after update {learner.update_idx} of "
+            f"{args.updates}; checkpoint saved in {out / 'checkpoint'}. Resume with:\n"
+            f"  redteam-gym train --algo {args.algo} --updates {args.updates} --out {out} --resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130  # the shell's code for "ended by SIGINT"
+    except UpdateError as exc:
+        print(f"redteam-gym train: error: {exc}", file=sys.stderr)
+        return 1
     last = learner.history[-1] if learner.history else {}
     print(json.dumps({"run_dir": str(out), "updates": learner.update_idx, **last}, indent=2))
     return 0

@@ -8,11 +8,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from redteam_gym.files import atomic_write
 
 __all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
 
@@ -79,6 +82,12 @@ def _add_eval(subparsers: Any) -> None:
     _add_suite_overrides(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted eval in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the rollouts already in --out")
+    p.add_argument(
+        "--retry-smaller-batch",
+        action="store_true",
+        help="when the defender or judge runs out of memory, retry its call on halves of the "
+        "batch (down to one conversation) before giving up",
+    )
     p.add_argument(
         "--adversary-model", metavar="MODEL", help="LM of a baseline adversary (default: SmolLM2)"
     )
@@ -167,8 +176,9 @@ def _adversary_label(spec: str) -> str:
 def run_eval(args: argparse.Namespace) -> int:
     """``eval``: one adversary on one suite."""
     from benchmarks.compare import compare
-    from benchmarks.runner import evaluate
+    from benchmarks.runner import BatchError, evaluate
     from benchmarks.suites import load_suite
+    from redteam_gym.interrupts import Interrupted
 
     if args.list_suites:
         _print_suites()
@@ -189,9 +199,19 @@ def run_eval(args: argparse.Namespace) -> int:
             few_shot_pool=args.few_shot_pool,
             device=args.device,
             dtype=args.dtype,
+            retry_smaller_batch=args.retry_smaller_batch,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         return _fail("eval", exc)
+    except BatchError as exc:
+        print(f"redteam-gym eval: error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(
+            f"redteam-gym eval: {exc}\nResume with:\n  {_resume_command(args, out)}",
+            file=sys.stderr,
+        )
+        return 130  # the shell's code for "ended by SIGINT"
     print()
     print(compare([out]))
     print(
@@ -200,6 +220,20 @@ def run_eval(args: argparse.Namespace) -> int:
         f"Report: {out / 'report.md'}  plots: {out / 'plots'}"
     )
     return 0
+
+
+def _resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The `eval` command line that continues the run in ``out`` (same settings)."""
+    words = ["redteam-gym", "eval", "--adversary", args.adversary, "--suite", args.suite]
+    for key, value in _overrides(args).items():
+        if value is not None:
+            words += [f"--{key.replace('_', '-')}", str(value)]
+    for key in ("adversary_model", "few_shot_pool", "device", "dtype"):
+        if getattr(args, key) is not None:
+            words += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.retry_smaller_batch:
+        words.append("--retry-smaller-batch")
+    return shlex.join([*words, "--out", str(out), "--resume"])
 
 
 def _rate(summary: dict[str, Any]) -> str:
@@ -217,7 +251,7 @@ def run_compare(args: argparse.Namespace) -> int:
         return _fail("compare", exc)
     print(table)
     if args.out:
-        Path(args.out).write_text(table, encoding="utf-8")
+        atomic_write(args.out, table)
         print(f"written to {args.out}")
     return 0
 
@@ -288,7 +322,7 @@ def run_demo(args: argparse.Namespace) -> int:
     table += "\n## Judge agreement\n\n" + agreement(
         root / "zero-shot" / "rollouts.jsonl", DEMO_AGREEMENT
     )
-    (root / "comparison.md").write_text(table, encoding="utf-8")
+    atomic_write(root / "comparison.md", table)
     print("\n" + table)
     print(f"Demo done in {time.perf_counter() - start:.0f}s.")
     print(f"Comparison: {root / 'comparison.md'}")

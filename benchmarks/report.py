@@ -49,9 +49,11 @@ ADVERSARY_COLOR, DEFENDER_COLOR = "#d95f02", "#1b9e77"
 
 def write_summary(out_dir: str | os.PathLike[str], summary: dict[str, Any]) -> Path:
     """Write ``summary.json`` (nan already turned into null by the runner)."""
-    path = Path(out_dir) / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    from redteam_gym.files import atomic_write
+
+    return atomic_write(
+        Path(out_dir) / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    )
 
 
 def write_report(
@@ -73,8 +75,9 @@ def write_report(
     write_summary(out, summary)
     plots = plot_all(out / "plots", summary, records)
     path = out / "report.md"
-    path.write_text(render_markdown(summary, records, plots, out), encoding="utf-8")
-    return path
+    from redteam_gym.files import atomic_write
+
+    return atomic_write(path, render_markdown(summary, records, plots, out))
 
 
 # ----- markdown ---------------------------------------------------------------------------

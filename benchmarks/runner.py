@@ -45,6 +45,7 @@ chat-rendered conversation before it (null when the defender is not a local LM).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -59,11 +60,14 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from benchmarks.suites import Suite, load_suite
+from redteam_gym.faults import ComponentError
+from redteam_gym.interrupts import Interrupted, stop_on_sigint
 
 __all__ = [
     "ADVERSARIES",
     "ROLLOUTS_FILE",
     "SUMMARY_KEYS",
+    "BatchError",
     "Summary",
     "adversary_name",
     "batch_seed",
@@ -110,12 +114,31 @@ EVAL_PROTOCOL = 2
 (1: seeds searched until the env drew the wanted openers; 2: openers chosen by reset options,
 seeds derived per rollout)."""
 
+logger = logging.getLogger(__name__)
+
 # Fixed words mixed into seeds so the streams never collide.
 _PERMUTATION_STREAM = 0x09E2
 _ADVERSARY_STREAM = 0xAD5E
 _ROLLOUT_STREAM = 0x5EED
 # Settings allowed to change on resume: they do not change any rollout (see module doc).
-_RESUMABLE_CHANGES = frozenset({"name", "description", "rollouts"})
+_RESUMABLE_CHANGES = frozenset(
+    {"name", "description", "rollouts", "env.retry_smaller_batch", "env.device", "env.dtype"}
+)
+
+
+class BatchError(RuntimeError):
+    """A batch failed because the defender or judge did; the message names both, and says
+    where the rollouts of the batches before it are.
+
+    Attributes:
+        batch: the batch index (rollouts ``[batch * B, (batch + 1) * B)``).
+        component: ``"defender"`` or ``"judge"``.
+    """
+
+    def __init__(self, message: str, *, batch: int, component: str) -> None:
+        super().__init__(message)
+        self.batch = batch
+        self.component = component
 
 
 # ----- seeds and openers ------------------------------------------------------------------
@@ -307,16 +330,28 @@ def read_rollouts(path: str | os.PathLike[str], repair: bool = False) -> list[di
     if repair and good_end < len(data):
         with path.open("r+b") as f:
             f.truncate(good_end)
+            os.fsync(f.fileno())
+        logger.warning(
+            "%s: dropped a torn last line (%d bytes after the last whole rollout record, "
+            "cut short by an interrupted write); its rollouts run again",
+            path,
+            len(data) - good_end,
+        )
     return [records[i] for i in sorted(records)]
 
 
 def _append(path: Path, records: list[dict[str, Any]]) -> None:
     # One write per batch, then fsync: a crash leaves whole batches (plus at most a torn tail).
     payload = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records)
+    created = not path.exists()
     with path.open("a", encoding="utf-8") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
+    if created:  # the new file's directory entry too
+        from redteam_gym.files import fsync_dir
+
+        fsync_dir(path.parent)
 
 
 def _jsonable(value: Any) -> Any:
@@ -546,6 +581,7 @@ def evaluate(
     dtype: str | None = None,
     embedding_model: Any = None,
     report: bool = True,
+    retry_smaller_batch: bool = False,
 ) -> Summary:
     """Evaluate an adversary on a suite and return its summary.
 
@@ -565,6 +601,14 @@ def evaluate(
         device, dtype: where the defender, judge and built-in adversaries run.
         embedding_model: sentence embedder for ``embedding_diversity`` (MiniLM by default).
         report: write ``report.md`` and ``plots/`` (``summary.json`` is always written).
+        retry_smaller_batch: when the defender or judge runs out of memory, retry its call on
+            halves of the batch (down to one conversation) before giving up; a batch so
+            retried samples its replies chunk by chunk, so it differs from an unsplit one.
+
+    Failures and interruptions: a defender or judge that fails raises ``BatchError`` naming
+    the batch and the component; the first SIGINT (Ctrl-C) finishes the batch in flight,
+    writes it and raises ``redteam_gym.interrupts.Interrupted``. Either way the rollouts of
+    the batches before are on disk and ``resume=True`` continues from them.
     """
     start_time = time.perf_counter()
     suite = load_suite(
@@ -616,6 +660,7 @@ def evaluate(
         _check_or_write_settings(out / EVAL_FILE, settings, resume and bool(existing))
 
     engine = _engine(envs)
+    engine.retry_smaller_batch = retry_smaller_batch  # the env may be a cached one: set it
     # One entry per id: reset options name openers by id, so ids must name one opener each.
     openers = list({o.id: o for o in engine.openers}.values())
     order = opener_order(len(openers), suite.seed)
@@ -631,15 +676,18 @@ def evaluate(
     loop_start = time.perf_counter()
     from tqdm.auto import tqdm
 
-    with tqdm(
-        total=suite.rollouts,
-        initial=len(done),
-        unit="conv",
-        desc=f"{suite.name}/{name}",
-        disable=not progress,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    ) as bar:
+    with (
+        stop_on_sigint("the batch in flight, saving its rollouts") as stop,
+        tqdm(
+            total=suite.rollouts,
+            initial=len(done),
+            unit="conv",
+            desc=f"{suite.name}/{name}",
+            disable=not progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        ) as bar,
+    ):
         for b in range(suite.num_batches):
             ids = list(range(b * suite.batch_size, (b + 1) * suite.batch_size))
             missing = [i for i in ids if i < suite.rollouts and i not in done]
@@ -653,16 +701,29 @@ def evaluate(
                     "uninterrupted one",
                     stacklevel=2,
                 )
-            records = _run_batch(
-                envs,
-                adversary,
-                suite,
-                b,
-                [seeds[i] for i in ids],
-                ids,
-                [openers[targets[i]].id for i in ids],
-                opener_scores,
-            )
+            try:
+                records = _run_batch(
+                    envs,
+                    adversary,
+                    suite,
+                    b,
+                    [seeds[i] for i in ids],
+                    ids,
+                    [openers[targets[i]].id for i in ids],
+                    opener_scores,
+                )
+            except ComponentError as exc:
+                saved = (
+                    f"; the {len(done)} rollouts before it are saved in {rollouts_path} "
+                    "(continue with resume=True, --resume)"
+                    if rollouts_path is not None
+                    else ""
+                )
+                raise BatchError(
+                    f"batch {b} (rollouts {ids[0]}-{ids[-1]}) failed: {exc}{saved}",
+                    batch=b,
+                    component=exc.component,
+                ) from exc
             fresh = [r for r in records if r["rollout"] in missing]
             if rollouts_path is not None:
                 _append(rollouts_path, fresh)
@@ -670,6 +731,17 @@ def evaluate(
             new_count += len(fresh)
             bar.update(len(fresh))
             bar.set_postfix(asr=f"{np.mean([r['success'] for r in done.values()]):.1%}")
+            if stop.requested and len(done) < suite.rollouts:
+                raise Interrupted(
+                    f"eval stopped by SIGINT after batch {b}: "
+                    + (
+                        f"{len(done)} of {suite.rollouts} rollouts saved in {rollouts_path}; "
+                        f"resume with `redteam-gym eval ... --out {out} --resume` "
+                        "(or evaluate(..., resume=True))"
+                        if rollouts_path is not None
+                        else "nothing saved (no out_dir)"
+                    )
+                )
     loop_time = time.perf_counter() - loop_start
 
     records = [done[i] for i in sorted(done)]
@@ -758,7 +830,9 @@ def _check_or_write_settings(path: Path, settings: dict[str, Any], resuming: boo
                 f"cannot resume {path.parent}: it holds adversary {stored.get('adversary')!r}, "
                 f"not {settings['adversary']!r}"
             )
-    path.write_text(json.dumps(_jsonable(settings), indent=2) + "\n", encoding="utf-8")
+    from redteam_gym.files import atomic_write
+
+    atomic_write(path, json.dumps(_jsonable(settings), indent=2) + "\n")
 
 
 # ----- metrics ----------------------------------------------------------------------------

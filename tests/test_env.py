@@ -269,6 +269,24 @@ def test_vector_env_is_deterministic(kwargs):
     assert run() == run()
 
 
+def test_reset_frees_the_defenders_cache_of_the_last_batch(kwargs):
+    """Kept through a reset, the last batch's KV cache (useless to new dialogues) stayed
+    alive while the next batch allocated its own: the soak (benchmarks/perf/soak.py) saw it."""
+    envs = gym.make_vec("RedTeamDialogue-v0", num_envs=2, max_turns=2, **kwargs)
+    defender = envs.engine.defender
+    envs.reset(seed=1)
+    envs.step(["Go on."] * 2)
+    assert defender._cache is not None  # kept for the next turn of the same dialogues
+    envs.reset(seed=2)
+    assert defender._cache is None
+    env = make(kwargs, max_turns=2)
+    env.reset(seed=1)
+    env.step("Go on.")
+    assert env.unwrapped.engine.defender._cache is not None
+    env.reset(seed=2)
+    assert env.unwrapped.engine.defender._cache is None
+
+
 @pytest.mark.integration
 def test_real_smollm2_defender_and_profanity_judge():
     env = gym.make("RedTeamDialogue-v0", max_turns=2, defender_max_new_tokens=24)

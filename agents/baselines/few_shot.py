@@ -70,15 +70,25 @@ def load_successful_utterances(
     if not path.is_file():
         raise FileNotFoundError(f"few-shot pool: no rollouts file at {str(path)!r}")
     best: dict[str, float] = {}
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted eval
-            for turn in record.get("turns", []):
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"few-shot pool {str(path)!r} is not UTF-8 text ({exc})") from exc
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("turns", []), list):
+                raise ValueError("not a rollout record (an object with a 'turns' list)")
+        except ValueError as exc:
+            if k == len(lines) - 1:
+                continue  # the last line, cut short by an interrupted eval
+            raise ValueError(f"few-shot pool {str(path)!r}, line {k + 1}: {exc}") from exc
+        for turn in record.get("turns", []):
+            if isinstance(turn, dict):
                 text, p = str(turn.get("adversary", "")).strip(), turn.get("defender_p_unsafe")
-                if text and p is not None and p >= threshold:
+                if text and isinstance(p, int | float) and p >= threshold:
                     best[text] = max(float(p), best.get(text, 0.0))
     return sorted(best.items(), key=lambda item: (-item[1], item[0]))
 

@@ -6,7 +6,9 @@ an update uses.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -33,14 +35,25 @@ from redteam_gym.adversary import (
     adversary_view,
     parse_observation,
 )
+from redteam_gym.faults import ComponentError
+from redteam_gym.files import fsync_dir, fsync_tree
+from redteam_gym.interrupts import Interrupted, stop_on_sigint
 from redteam_gym.models import SamplingConfig, default_device, default_dtype, load_causal_lm
 from redteam_gym.models.generation import sample
 from redteam_gym.models.loading import quiet_progress
 
+_log = logging.getLogger(__name__)
+
 CHECKPOINT_FILES = ("config.json", "state.pt", "critic.pt", "actor")
+OLD_CHECKPOINT = ".checkpoint-old"
+"""Where `save` keeps the previous checkpoint while it renames the new one into place."""
 
 COLLAPSE_UNIQUE_SHARE = 0.25
 """A batch in which fewer than this share of utterances are distinct has collapsed."""
+
+
+class UpdateError(RuntimeError):
+    """An update failed because the env's defender or judge did (the message names which)."""
 
 
 class CollapseWarning(UserWarning):
@@ -209,6 +222,9 @@ class OnPolicyLearner:
             desc=type(self).__name__,
             unit="update",
         )
+        # Ctrl-C: the update in flight finishes and is saved (redteam_gym.interrupts)
+        signals = contextlib.ExitStack()
+        stop = signals.enter_context(stop_on_sigint("the update in flight, saving a checkpoint"))
         try:
             while self.update_idx < total_updates:
                 start = time.perf_counter()
@@ -233,13 +249,43 @@ class OnPolicyLearner:
                     and self.update_idx % self.config.save_every == 0
                 ):
                     self.save(run_path)
+                if stop.requested:
+                    break
+        except ComponentError as exc:
+            raise UpdateError(self._failure_message(exc, total_updates, run_path)) from exc
         finally:
+            signals.close()
             bar.close()
             if logger:
                 logger.close()
         if run_path:
             self.save(run_path)
+        if stop.requested and self.update_idx < total_updates:
+            where = (
+                f"checkpoint of update {self.update_idx} saved in {run_path / 'checkpoint'}; "
+                f"resume with `redteam-gym train --algo ... --updates {total_updates} "
+                f"--out {run_path} --resume` or `{type(self).__name__}.load({str(run_path)!r})"
+                f".learn({total_updates}, run_dir={str(run_path)!r})`"
+                if run_path
+                else "nothing saved (no run_dir); `learn` again to continue"
+            )
+            raise Interrupted(
+                f"training stopped by SIGINT after update {self.update_idx} of {total_updates}: "
+                + where
+            )
         return self
+
+    def _failure_message(
+        self, exc: ComponentError, total_updates: int, run_path: Path | None
+    ) -> str:
+        saved = _saved_update(run_path) if run_path else None
+        kept = (
+            f"; the checkpoint of update {saved} in {run_path / 'checkpoint'} and the metrics "
+            f"of earlier updates are kept (resume with --resume)"
+            if saved is not None and run_path is not None
+            else "; no checkpoint was saved"
+        )
+        return f"update {self.update_idx + 1} of {total_updates} failed: {exc}{kept}"
 
     def _check_collapse(self, rollout: Rollout, stats: dict[str, float]) -> None:
         """Warn once per learner when a batch's utterances collapse onto a few."""
@@ -316,8 +362,9 @@ class OnPolicyLearner:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         ckpt = path / "checkpoint"
+        for stale in path.glob(".checkpoint-*-tmp"):  # left by a save that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = path / f".checkpoint-{os.getpid()}-tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         self.config.save(tmp / "config.json")
         with quiet_progress():
@@ -325,14 +372,18 @@ class OnPolicyLearner:
         self.policy.tokenizer.save_pretrained(tmp / "actor")
         torch.save(self.policy.critic.state_dict(), tmp / "critic.pt")
         torch.save(self.state_dict(), tmp / "state.pt")
+        # meta.json last: a directory that has it holds every file
         (tmp / "meta.json").write_text(
             json.dumps({"learner": type(self).__name__, "update": self.update_idx}, indent=2)
         )
-        old = path / ".checkpoint-old"
+        fsync_tree(tmp)  # the files are on disk before the rename makes them the checkpoint
+        old = path / OLD_CHECKPOINT
         shutil.rmtree(old, ignore_errors=True)
         if ckpt.exists():
             ckpt.rename(old)
+        # a kill here leaves no checkpoint/ but a whole OLD_CHECKPOINT: loading restores it
         tmp.rename(ckpt)
+        fsync_dir(path)
         shutil.rmtree(old, ignore_errors=True)
         return ckpt
 
@@ -341,27 +392,43 @@ class OnPolicyLearner:
         """Rebuild a learner from `save(path)`: weights, optimizers, KL controller, schedule
         position, RNG states and config. `overrides` replace config fields (e.g. `device`)."""
         config = cls.load_config(path, **overrides)
+        ckpt = _checkpoint_dir(path)
+        _check_actor(ckpt / "actor")
         # the trained actor replaces the initial one; the reference stays the initial model
         learner = cls.__new__(cls)
-        learner._init_from_checkpoint(config, env, _checkpoint_dir(path))
+        learner._init_from_checkpoint(config, env, ckpt)
         return learner
 
     @classmethod
     def load_config(cls, path: str | os.PathLike[str], **overrides: Any) -> LearnerConfig:
         """The config saved with the checkpoint at `path` (no weights loaded); `cls(config)`
         is then the run's initial, untrained policy."""
-        data = json.loads((_checkpoint_dir(path) / "config.json").read_text())
+        file = _checkpoint_dir(path) / "config.json"
+        data = _read_json(file)
         saved_class = data.pop("class", cls.config_class.__name__)
         if saved_class != cls.config_class.__name__:
             raise ValueError(
                 f"{path} holds a {saved_class} checkpoint, not {cls.config_class.__name__}"
             )
-        return cls.config_class.from_dict({**data, **overrides})
+        try:
+            return cls.config_class.from_dict({**data, **overrides})
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{file}: not a valid {saved_class}: {exc}") from exc
 
     def _init_from_checkpoint(self, config: LearnerConfig, env: Any, ckpt: Path) -> None:
+        critic = _torch_load(ckpt / "critic.pt", map_location="cpu")
+        state = _torch_load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        missing = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else None
+        if missing is None or missing:
+            raise CheckpointError(
+                f"{ckpt / 'state.pt'} is not a learner state: "
+                + (f"it lacks {missing}" if missing else f"it holds a {type(state).__name__}")
+            )
         OnPolicyLearner.__init__(self, config, env, _actor_path=str(ckpt / "actor"))
-        self.policy.critic.load_state_dict(torch.load(ckpt / "critic.pt", map_location=self.device))
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        try:
+            self.policy.critic.load_state_dict(critic)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{ckpt / 'critic.pt'} does not fit the critic: {exc}") from exc
         self.update_idx = state["update_idx"]
         self.total_updates = state["total_updates"]
         for k, opt in self.optimizers.items():
@@ -394,16 +461,98 @@ def adamw(params, lr: float) -> torch.optim.AdamW:
     return opt
 
 
+class CheckpointError(ValueError):
+    """A checkpoint is incomplete or corrupt; the message names the file and what is wrong."""
+
+
+_STATE_KEYS = ("update_idx", "total_updates", "optimizers", "kl_ctl", "history", "rng")
+
+
 def _checkpoint_dir(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint directory of a run DIR (or the directory itself), checked complete."""
     path = Path(path)
+    _restore_interrupted_swap(path)
     for candidate in (path / "checkpoint", path):
-        if (candidate / "state.pt").is_file() and (candidate / "config.json").is_file():
-            return candidate
+        present = [n for n in (*CHECKPOINT_FILES, "meta.json") if (candidate / n).exists()]
+        if not present:
+            continue
+        missing = [n for n in CHECKPOINT_FILES if not (candidate / n).exists()]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {candidate} is incomplete: {', '.join(missing)} missing "
+                f"(it holds {', '.join(sorted(p.name for p in candidate.iterdir()))})"
+            )
+        return candidate
     raise FileNotFoundError(
         f"no learner checkpoint in {path} (expected {path}/checkpoint/state.pt)"
     )
 
 
+def _restore_interrupted_swap(path: Path) -> None:
+    """A save killed between its two renames leaves the previous checkpoint under
+    `OLD_CHECKPOINT` and none under `checkpoint/`: put the previous one back."""
+    old, ckpt = path / OLD_CHECKPOINT, path / "checkpoint"
+    if ckpt.exists() or not (old / "meta.json").is_file():
+        return
+    old.rename(ckpt)
+    fsync_dir(path)
+    _log.warning("%s: restored the previous checkpoint (a save was interrupted)", ckpt)
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{file} is not readable JSON ({exc}): the checkpoint is corrupt"
+        ) from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _torch_load(file: Path, **kwargs: Any) -> Any:
+    try:
+        return torch.load(file, **kwargs)
+    except Exception as exc:  # truncated zip, bad pickle, ...: torch raises many kinds
+        size = file.stat().st_size if file.exists() else 0
+        raise CheckpointError(
+            f"{file} is truncated or corrupt ({size} bytes; {type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _check_actor(actor: Path) -> None:
+    """The saved actor has a readable config and whole weight files (checked before the
+    model loads, whose own errors do not name the file)."""
+    _read_json(actor / "config.json")
+    weights = sorted(actor.glob("*.safetensors"))
+    if not weights:
+        raise CheckpointError(f"{actor} has no *.safetensors weights")
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass  # opening checks the header and that the data covers the whole file
+        except Exception as exc:
+            raise CheckpointError(
+                f"{file} is truncated or corrupt ({file.stat().st_size} bytes; {exc})"
+            ) from exc
+
+
+def _saved_update(run_path: Path) -> int | None:
+    """The update of the checkpoint in `run_path`, None when there is none."""
+    meta = run_path / "checkpoint" / "meta.json"
+    try:
+        return int(json.loads(meta.read_text())["update"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def checkpoint_learner_name(path: str | os.PathLike[str]) -> str:
     """Which learner class wrote the checkpoint at `path`."""
-    return json.loads((_checkpoint_dir(path) / "meta.json").read_text())["learner"]
+    file = _checkpoint_dir(path) / "meta.json"
+    learner = _read_json(file).get("learner")
+    if not isinstance(learner, str):
+        raise CheckpointError(f"{file} names no learner")
+    return learner

@@ -166,7 +166,9 @@ class LearnerConfig:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"class": type(self).__name__, **self.to_dict()}, indent=2))
+        from redteam_gym.files import atomic_write
+
+        atomic_write(path, json.dumps({"class": type(self).__name__, **self.to_dict()}, indent=2))
 
 
 @env_shortcuts

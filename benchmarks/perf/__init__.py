@@ -7,6 +7,8 @@
 - `python -m benchmarks.perf.learners`: seconds per update and peak memory of each learner.
 - `python -m benchmarks.perf.ppo_vs_trl`: our PPO update beside TRL's `PPOTrainer` on the same
   work, and against the floor of its compute.
+- `python -m benchmarks.perf.soak`: RSS after every reset over a few hundred conversations of
+  the native vector env (a leak shows as a climb across resets).
 
 Results go to `benchmarks/results/perf-*.md`, each with the command that produced it.
 """
@@ -84,8 +86,9 @@ def load_average() -> str:
 
 def write_report(path: Path, report: str) -> None:
     """Write a benchmark's markdown report (creating its folder) and print it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report, encoding="utf-8")
+    from redteam_gym.files import atomic_write
+
+    atomic_write(path, report)
     print(report)
 
 

@@ -64,6 +64,9 @@ class EnvConfig:
     """A judge P(unsafe) at or above this is unsafe (seed paper 5.1)."""
     p_max: float = 0.999
     """The Perez reward -log(1 - p) clips p to this, so a turn pays at most ~6.9."""
+    retry_smaller_batch: bool = False
+    """When the defender or the judge runs out of memory, retry its call on halves of the
+    batch (then quarters, ... down to one dialogue) before giving up."""
     device: str | torch.device | None = None
     """Device of the defender and the judge ('cpu', 'cuda', ...); default: CUDA if available."""
     dtype: str | torch.dtype | None = None
@@ -129,8 +132,8 @@ class EnvConfig:
                 RewardConfig.parse(value)
             except (ValueError, TypeError) as exc:
                 return f"reward: {exc}"
-        if name == "terminate_on_unsafe" and not isinstance(value, bool):
-            return f"terminate_on_unsafe must be a bool, got {value!r}"
+        if name in ("terminate_on_unsafe", "retry_smaller_batch") and not isinstance(value, bool):
+            return f"{name} must be a bool, got {value!r}"
         if name == "defender_system_prompt" and not (value is None or isinstance(value, str)):
             return f"defender_system_prompt must be a str or None, got {value!r}"
         if name in ("device", "dtype") and not (

@@ -22,7 +22,9 @@ from gymnasium import spaces
 from redteam_gym.adversary import EMPTY_UTTERANCE
 from redteam_gym.defenders import make_defender
 from redteam_gym.envs.config import EnvConfig
+from redteam_gym.faults import ComponentError, call_component
 from redteam_gym.judges import make_judge
+from redteam_gym.judges.base import JudgeOutput
 from redteam_gym.models import ChatLM, SamplingConfig, encode_text
 from redteam_gym.prompts import Opener, load_openers
 from redteam_gym.rewards import RewardTerms, StepScores
@@ -88,6 +90,7 @@ class DialogueEngine:
         self.max_utterance_tokens = c.max_utterance_tokens
         self.terminate_on_unsafe = c.terminate_on_unsafe
         self.unsafe_threshold = c.unsafe_threshold
+        self.retry_smaller_batch = c.retry_smaller_batch
         self.openers = load_openers(c.prompts, split=c.split)
         if not self.openers:
             raise ValueError(f"prompts={c.prompts!r} split={c.split!r} has no conversation openers")
@@ -116,6 +119,15 @@ class DialogueEngine:
             )
 
     # ----- episodes -------------------------------------------------------------------------
+
+    def end_dialogues(self) -> None:
+        """Free what the dialogues so far keep alive: the defender's KV cache of the last
+        batch, which only a call continuing those same dialogues could use. Kept through a
+        reset, it stayed alive while the next batch allocated its own, so each reset raised
+        the allocator's high-water mark (`benchmarks/perf/soak.py`)."""
+        clear = getattr(self.defender, "clear_cache", None)
+        if callable(clear):
+            clear()
 
     def new_dialogue(self, rng: np.random.Generator, opener: Opener | None = None) -> Dialogue:
         """A dialogue from `opener`, or from one drawn from `rng`. The draw happens either
@@ -204,9 +216,7 @@ class DialogueEngine:
         clipped = [self.clip_utterance(u) for u in utterances]
         for d, (text, _) in zip(dialogues, clipped, strict=True):
             d.transcript.append({"role": ADVERSARY, "content": text})
-        replies = self.defender.respond([defender_view(d.transcript) for d in dialogues], generator)
-        if len(replies) != len(dialogues):
-            raise RuntimeError(f"defender returned {len(replies)} replies for {len(dialogues)}")
+        replies = self.respond([defender_view(d.transcript) for d in dialogues], generator)
         adversary_views = [judge_view(d.transcript) for d in dialogues]
         likelihood = None
         if self.reward.config.uses("likelihood"):
@@ -231,8 +241,8 @@ class DialogueEngine:
         chats += [
             [*chats[i][:-1], {"role": "assistant", "content": stripped[i] or ""}] for i in echo_rows
         ]
-        scores = self.judge.score(chats)
-        p = np.asarray(scores.p_unsafe, dtype=np.float64)
+        scores = self.score(chats)
+        p = scores.p_unsafe
         cats = scores.categories or [[] for _ in range(len(chats))]
         p_novel = None
         if self.reward.config.uses("echo"):
@@ -275,6 +285,57 @@ class DialogueEngine:
             results.append(TurnResult(sum(terms[i].values()), terminated, truncated, info))
         return results
 
+    def respond(
+        self, conversations: list[list[dict[str, str]]], generator: torch.Generator | None
+    ) -> list[str]:
+        """The defender's replies, checked: one `str` per conversation (`ComponentError`
+        names the defender otherwise)."""
+        replies = call_component(
+            "defender",
+            lambda chunk: list(self.defender.respond(chunk, generator)),
+            conversations,
+            lambda parts: [r for part in parts for r in part],
+            retry_smaller_batch=self.retry_smaller_batch,
+        )
+        if len(replies) != len(conversations):
+            raise ComponentError(
+                "defender",
+                f"returned {len(replies)} replies for {len(conversations)} conversations",
+            )
+        bad = [(i, r) for i, r in enumerate(replies) if not isinstance(r, str)]
+        if bad:
+            i, r = bad[0]
+            raise ComponentError(
+                "defender",
+                f"returned {type(r).__name__} {r!r} instead of a str reply for conversation {i} "
+                f"({len(bad)} of {len(replies)} replies are not text)",
+            )
+        return replies
+
+    def score(self, chats: list[list[dict[str, str]]]) -> JudgeOutput:
+        """The judge's scores, checked: one finite P(unsafe) in [0, 1] per conversation
+        (`ComponentError` names the judge otherwise)."""
+        out = call_component(
+            "judge",
+            self.judge.score,
+            chats,
+            _join_judge_outputs,
+            retry_smaller_batch=self.retry_smaller_batch,
+        )
+        p = np.asarray(getattr(out, "p_unsafe", None), dtype=np.float64).reshape(-1)
+        if p.shape != (len(chats),):
+            raise ComponentError(
+                "judge", f"returned {p.size} scores for {len(chats)} conversations"
+            )
+        bad = np.flatnonzero(~np.isfinite(p) | (p < 0.0) | (p > 1.0))
+        if bad.size:
+            raise ComponentError(
+                "judge",
+                f"returned P(unsafe) {float(p[bad[0]])} for conversation {int(bad[0])} "
+                f"({bad.size} of {p.size} scores are NaN or outside [0, 1])",
+            )
+        return JudgeOutput(p, getattr(out, "categories", None))
+
     def reset_info(self, dialogue: Dialogue) -> dict[str, Any]:
         return {
             "turn": 0,
@@ -287,6 +348,20 @@ class DialogueEngine:
     @property
     def defender_model_name(self) -> str:
         return getattr(self.defender, "name", type(self.defender).__name__)
+
+
+def _join_judge_outputs(parts: list[Any]) -> JudgeOutput:
+    """One `JudgeOutput` from the outputs of consecutive chunks of a batch."""
+    p = np.concatenate([np.asarray(o.p_unsafe, dtype=np.float64).reshape(-1) for o in parts])
+    cats = [getattr(o, "categories", None) for o in parts]
+    if all(c is None for c in cats):
+        return JudgeOutput(p)
+    rows = [
+        list(row)
+        for o, c in zip(parts, cats, strict=True)
+        for row in (c if c is not None else [[] for _ in range(len(o.p_unsafe))])
+    ]
+    return JudgeOutput(p, rows)
 
 
 def torch_generator(engine: DialogueEngine, seed: int) -> torch.Generator:

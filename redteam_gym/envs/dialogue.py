@@ -67,8 +67,9 @@ class RedTeamDialogueEnv(Env[str, str]):
     `config=EnvConfig(...)` with keywords replacing its fields: `max_turns` (1..5, default 3),
     `defender`, `judge`, `reward`, `prompts`, `split`, the defender's prompt and sampling,
     `max_utterance_tokens`, `terminate_on_unsafe`, `unsafe_threshold`, `p_max`, `device`,
-    `dtype`; plus `render_mode` (`"ansi"` or `"human"`). `EnvConfig` validates them, with
-    errors that name the field and its allowed range.
+    `dtype`, `retry_smaller_batch`; plus `render_mode` (`"ansi"` or `"human"`). `EnvConfig` validates them, with
+    errors that name the field and its allowed range. A defender or judge that fails raises
+    `redteam_gym.faults.ComponentError` naming it.
 
     ## Version History
     * v0: initial release.
@@ -104,6 +105,7 @@ class RedTeamDialogueEnv(Env[str, str]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
+        self.engine.end_dialogues()
         opener = self.engine.opener_of(options)
         self._dialogue = self.engine.new_dialogue(self.np_random, opener)
         self._generator = torch_generator(self.engine, seed_from(self.np_random))
@@ -188,6 +190,7 @@ class RedTeamDialogueVectorEnv(VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[tuple[str, ...], dict[str, Any]]:
         seeds = _per_env_seeds(seed, self.num_envs)
+        self.engine.end_dialogues()
         if seeds[0] is not None:
             # slot rngs draw openers only, so a slot deals the opener the single env would
             self._rngs = [np.random.default_rng(s) for s in seeds]

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -235,11 +236,61 @@ def _load_corpus(corpus_dir: str) -> Any:
     # convokit print()s (e.g. when it writes ~/.convokit/config.yml on first use); keep
     # stdout clean for CLI output. The mem backend is forced because CONVOKIT_BACKEND=db
     # would otherwise send a read-only load to MongoDB.
-    with contextlib.redirect_stdout(chatter):
-        corpus = Corpus(filename=corpus_dir, backend="mem")
+    try:
+        with contextlib.redirect_stdout(chatter):
+            corpus = Corpus(filename=corpus_dir, backend="mem")
+    except Exception as exc:  # convokit's errors name neither the file nor the line
+        # find the bad file only now: a big corpus is not parsed twice when it is fine
+        _check_corpus_files(Path(corpus_dir))
+        raise ValueError(
+            f"prompts corpus {corpus_dir}: ConvoKit could not read it ({type(exc).__name__}: {exc})"
+        ) from exc
     if chatter.getvalue().strip():
         logger.info("convokit: %s", chatter.getvalue().strip())
     return corpus
+
+
+def _check_corpus_files(corpus_dir: Path) -> None:
+    """Raise a `ValueError` naming the first unreadable file (and line) of a corpus."""
+    for path in sorted(corpus_dir.iterdir()):
+        if path.suffix not in (".json", ".jsonl") or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"prompts corpus file {path} is unreadable ({exc})") from exc
+        if path.suffix == ".json":
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"prompts corpus file {path} is not valid JSON ({exc})"
+                    + (": it ends early (truncated?)" if exc.pos >= len(text.rstrip()) else "")
+                ) from exc
+            continue
+        lines = text.split("\n")
+        for k, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                cut = k == len(lines) - 1
+                raise ValueError(
+                    f"prompts corpus file {path}, line {k + 1}: not valid JSON ({exc})"
+                    + (
+                        "; it is the last line and has no newline: the file is truncated"
+                        if cut
+                        else ""
+                    )
+                ) from exc
+            if path.name.startswith("utterances") and not (
+                isinstance(record, dict) and "id" in record and "text" in record
+            ):
+                raise ValueError(
+                    f"prompts corpus file {path}, line {k + 1}: an utterance needs 'id' and "
+                    f"'text' fields, got {sorted(record) if isinstance(record, dict) else record!r}"
+                )
 
 
 def _root_rank(utt: Any, cid: str) -> tuple[int, int, int, float, str]:
