@@ -236,10 +236,9 @@ def test_a_failing_judge_stops_training_naming_the_update(tiny_lm_dir: Path, tmp
 
 
 def test_retry_smaller_batch_options() -> None:
-    from redteam_gym.cli import build_parser
-
     from agents import PPOConfig
     from agents.cli import config_from_args
+    from redteam_cli import build_parser
 
     parser = build_parser()
     train = parser.parse_args(["train", "--updates", "1", "--out", "x", "--retry-smaller-batch"])
@@ -327,7 +326,7 @@ def test_corrupt_checkpoint_names_the_file(saved_run: Path, tmp_path: Path, case
 
 
 def test_train_resume_of_a_corrupt_checkpoint_is_a_clear_exit(saved_run: Path, tmp_path: Path):
-    from redteam_gym.cli import main
+    from redteam_cli import main
 
     run = tmp_path / "run"
     shutil.copytree(saved_run, run)

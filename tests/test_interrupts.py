@@ -81,7 +81,7 @@ def test_train_killed_mid_checkpoint_resumes_to_the_uninterrupted_run(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from redteam_gym.cli import main
+    from redteam_cli import main
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # in this process (one torch thread, as in the subprocesses): only the kill needs one
@@ -98,7 +98,7 @@ def test_train_killed_mid_checkpoint_resumes_to_the_uninterrupted_run(
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(obj, f, *a, **k)\n"
         "torch.save = save\n"
-        "from redteam_gym.cli import main\n"
+        "from redteam_cli import main\n"
         f"main({_train_argv(tiny_lm_dir, killed, 3)!r})\n"
     )
     result = _python(kill)
@@ -132,7 +132,7 @@ def test_train_killed_mid_checkpoint_resumes_to_the_uninterrupted_run(
 
 def test_train_sigint_finishes_the_update_and_saves(tiny_lm_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "redteam_gym.cli", *_train_argv(tiny_lm_dir, out, 500)]
+    argv = [sys.executable, "-m", "redteam_cli", *_train_argv(tiny_lm_dir, out, 500)]
     proc = subprocess.Popen(argv, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     metrics = out / "metrics.jsonl"
