@@ -65,7 +65,7 @@ def write_report(
 
     ``summary`` and ``records`` default to the DIR's ``summary.json`` and ``rollouts.jsonl``.
     """
-    from benchmarks.runner import read_rollouts
+    from benchmarks.records import read_rollouts
 
     out = Path(out_dir)
     if summary is None:

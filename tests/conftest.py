@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -53,4 +54,38 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> 
     path = tmp_path_factory.mktemp("tiny-lm")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+def write_tiny_suite(
+    directory: Path,
+    tiny_lm_dir: Path,
+    *,
+    name: str,
+    turns: int,
+    rollouts: int,
+    batch_size: int,
+    seed: int,
+    max_new_tokens: int = 4,
+) -> Path:
+    """A suite file on the tiny models, shaped like `quick` (nested `env`, sampled defender)."""
+    data = {
+        "name": name,
+        "description": "tiny models",
+        "env": {
+            "max_turns": turns,
+            "split": "eval",
+            "judge": "profanity",
+            "defender": str(tiny_lm_dir),
+            "defender_max_new_tokens": max_new_tokens,
+            "defender_temperature": 0.7,
+            "defender_top_p": 0.9,
+        },
+        "rollouts": rollouts,
+        "batch_size": batch_size,
+        "adversary_sampling": {"max_new_tokens": max_new_tokens, "temperature": 1.0, "top_p": 0.95},
+        "seed": seed,
+    }
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
     return path

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import write_tiny_suite
 
 from benchmarks.compare import compare
 from benchmarks.report import PLOTS, example_conversations, write_report
@@ -70,22 +71,16 @@ class InterruptAfter:
 
 @pytest.fixture(scope="module")
 def suite_file(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Path:
-    data = {
-        "name": "tiny",
-        "description": "tiny models, quick-shaped",
-        "split": "eval",
-        "turns": TURNS,
-        "rollouts": ROLLOUTS,
-        "batch_size": BATCH,
-        "judge": "profanity",
-        "defender": str(tiny_lm_dir),
-        "defender_sampling": {"max_new_tokens": 6, "temperature": 0.7, "top_p": 0.9},
-        "adversary_sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_p": 0.95},
-        "seed": 3,
-    }
-    path = tmp_path_factory.mktemp("suite") / "tiny.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
+    return write_tiny_suite(
+        tmp_path_factory.mktemp("suite"),
+        tiny_lm_dir,
+        name="tiny",
+        turns=TURNS,
+        rollouts=ROLLOUTS,
+        batch_size=BATCH,
+        seed=3,
+        max_new_tokens=6,
+    )
 
 
 def _adversary(tiny_lm_dir: Path) -> Any:
@@ -461,7 +456,7 @@ def test_conversation_ids_mark_every_utterance(tiny_lm_dir: Path) -> None:
 
     from transformers import AutoTokenizer
 
-    from benchmarks.runner import _conversation_ids
+    from benchmarks.batches import _conversation_ids
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     defender = SimpleNamespace(tokenizer=tokenizer, system_prompt="Be nice.")

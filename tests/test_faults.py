@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_suite
 
 from benchmarks import runner
 from benchmarks.runner import BatchError, evaluate, read_rollouts
@@ -77,22 +78,16 @@ class FaultyDefender:
 
 @pytest.fixture(scope="module")
 def suite_file(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Path:
-    data = {
-        "name": "tiny-faults",
-        "description": "tiny models",
-        "split": "eval",
-        "turns": TURNS,
-        "rollouts": ROLLOUTS,
-        "batch_size": BATCH,
-        "judge": "profanity",
-        "defender": str(tiny_lm_dir),
-        "defender_sampling": {"max_new_tokens": 4, "temperature": 0.7, "top_p": 0.9},
-        "adversary_sampling": {"max_new_tokens": 4, "temperature": 1.0, "top_p": 0.95},
-        "seed": 5,
-    }
-    path = tmp_path_factory.mktemp("suite") / "tiny.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
+    return write_tiny_suite(
+        tmp_path_factory.mktemp("suite"),
+        tiny_lm_dir,
+        name="tiny-faults",
+        turns=TURNS,
+        rollouts=ROLLOUTS,
+        batch_size=BATCH,
+        seed=5,
+        max_new_tokens=4,
+    )
 
 
 def _faulty_eval(
@@ -107,13 +102,13 @@ def _faulty_eval(
     engine = runner.make_envs(load_suite(suite_file)).engine  # the env evaluate reuses
     wrapper = FaultyJudge if component == "judge" else FaultyDefender
     monkeypatch.setattr(engine, component, wrapper(getattr(engine, component), fault))
-    real = runner._run_batch
+    real = runner.run_batch
 
     def arming(envs: Any, adversary: Any, suite: Any, batch: int, *args: Any) -> Any:
         fault.armed = batch >= fault.from_batch
         return real(envs, adversary, suite, batch, *args)
 
-    monkeypatch.setattr(runner, "_run_batch", arming)
+    monkeypatch.setattr(runner, "run_batch", arming)
     return evaluate(
         "zero-shot",
         suite_file,

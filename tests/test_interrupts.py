@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_suite
 
 from benchmarks import runner
 from benchmarks.runner import ROLLOUTS_FILE, evaluate, read_rollouts
@@ -155,22 +156,16 @@ def test_train_sigint_finishes_the_update_and_saves(tiny_lm_dir: Path, tmp_path:
 
 @pytest.fixture(scope="module")
 def suite_file(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Path:
-    data = {
-        "name": "tiny-interrupts",
-        "description": "tiny models",
-        "split": "eval",
-        "turns": TURNS,
-        "rollouts": ROLLOUTS,
-        "batch_size": BATCH,
-        "judge": "profanity",
-        "defender": str(tiny_lm_dir),
-        "defender_sampling": {"max_new_tokens": 4, "temperature": 0.7, "top_p": 0.9},
-        "adversary_sampling": {"max_new_tokens": 4, "temperature": 1.0, "top_p": 0.95},
-        "seed": 7,
-    }
-    path = tmp_path_factory.mktemp("suite") / "tiny.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
+    return write_tiny_suite(
+        tmp_path_factory.mktemp("suite"),
+        tiny_lm_dir,
+        name="tiny-interrupts",
+        turns=TURNS,
+        rollouts=ROLLOUTS,
+        batch_size=BATCH,
+        seed=7,
+        max_new_tokens=4,
+    )
 
 
 def _eval_argv(suite_file: Path, tiny_lm_dir: Path, out: Path) -> list[str]:
@@ -210,17 +205,17 @@ def test_eval_killed_mid_write_resumes_to_the_uninterrupted_run(
         "import json, os, signal, torch\n"
         "torch.set_num_threads(1)\n"
         "import benchmarks.runner as R\n"
-        "real, calls = R._append, []\n"
+        "real, calls = R.append_records, []\n"
         "def append(path, records):\n"
         "    calls.append(path)\n"
         "    if len(calls) == 3:\n"
-        "        lines = [json.dumps(R._jsonable(r)) + '\\n' for r in records]\n"
+        "        lines = [json.dumps(R.jsonable(r)) + '\\n' for r in records]\n"
         "        with open(path, 'a') as f:\n"
         "            f.write(lines[0] + lines[1][: len(lines[1]) // 2])\n"
         "            f.flush(); os.fsync(f.fileno())\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    real(path, records)\n"
-        "R._append = append\n"
+        "R.append_records = append\n"
         "from benchmarks.cli import main\n"
         f"main({_eval_argv(suite_file, tiny_lm_dir, out)!r})\n"
     )
@@ -229,7 +224,7 @@ def test_eval_killed_mid_write_resumes_to_the_uninterrupted_run(
     text = (out / ROLLOUTS_FILE).read_text()
     assert text.count("\n") == 5 and not text.endswith("\n")  # rollouts 0-4 and a torn 5
 
-    with caplog.at_level(logging.WARNING, logger="benchmarks.runner"):
+    with caplog.at_level(logging.WARNING, logger="benchmarks.records"):
         summary = evaluate(
             "zero-shot",
             suite_file,
@@ -260,14 +255,14 @@ def test_eval_sigint_finishes_the_batch_then_resumes(
 
     monkeypatch.setattr(diversity, "load_minilm", StubEmbedder)
     out = tmp_path / "stopped"
-    real = runner._run_batch
+    real = runner.run_batch
 
     def ctrl_c_in_batch_1(envs: Any, adversary: Any, suite: Any, batch: int, *args: Any):
         if batch == 1:
             os.kill(os.getpid(), signal.SIGINT)  # arrives while the batch runs
         return real(envs, adversary, suite, batch, *args)
 
-    monkeypatch.setattr(runner, "_run_batch", ctrl_c_in_batch_1)
+    monkeypatch.setattr(runner, "run_batch", ctrl_c_in_batch_1)
     assert main(_eval_argv(suite_file, tiny_lm_dir, out)) == 130
     err = capsys.readouterr().err
     assert "SIGINT: stopping after the batch in flight" in err
@@ -277,7 +272,7 @@ def test_eval_sigint_finishes_the_batch_then_resumes(
     assert [r["rollout"] for r in read_rollouts(out)] == [0, 1, 2, 3]  # batch 1 finished
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler removed
 
-    monkeypatch.setattr(runner, "_run_batch", real)
+    monkeypatch.setattr(runner, "run_batch", real)
     assert main(shlex.split(resume_line)[1:]) == 0  # the printed command, as a user pastes it
     assert read_rollouts(out) == straight_eval
 
@@ -285,13 +280,13 @@ def test_eval_sigint_finishes_the_batch_then_resumes(
 def test_api_sigint_raises_interrupted_after_the_batch(
     suite_file: Path, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = runner._run_batch
+    real = runner.run_batch
 
     def ctrl_c_in_batch_0(envs: Any, adversary: Any, suite: Any, batch: int, *args: Any):
         os.kill(os.getpid(), signal.SIGINT)
         return real(envs, adversary, suite, batch, *args)
 
-    monkeypatch.setattr(runner, "_run_batch", ctrl_c_in_batch_0)
+    monkeypatch.setattr(runner, "run_batch", ctrl_c_in_batch_0)
     with pytest.raises(Interrupted, match=r"after batch 0: 2 of 8 rollouts saved .*resume=True"):
         evaluate(
             "zero-shot", suite_file, tmp_path, adversary_model=str(tiny_lm_dir), progress=False

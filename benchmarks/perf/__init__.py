@@ -31,6 +31,7 @@ __all__ = [
     "emit_result",
     "load_average",
     "machine_info",
+    "report_header",
     "run_child",
     "write_report",
 ]
@@ -82,6 +83,26 @@ def load_average() -> str:
     """The 1/5/15-minute load averages, as a report line gives them."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return " / ".join(f"{x:.2f}" for x in load)
+
+
+def report_header(title: str, command: str, info: Mapping[str, str]) -> list[str]:
+    """The lines every perf report opens with: its title, the command, when, the machine."""
+    from datetime import datetime, timezone
+
+    return [
+        f"# {title}",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in info.items()),
+        "",
+    ]
 
 
 def write_report(path: Path, report: str) -> None:

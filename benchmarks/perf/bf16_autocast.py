@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.perf import command_line, load_average, machine_info, write_report
+from benchmarks.perf import command_line, load_average, machine_info, report_header, write_report
 
 MODULE = "benchmarks.perf.bf16_autocast"
 
@@ -96,16 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = measure(args.batch_size, args.length, args.repeats)
     info["load average (1/5/15 min) at end"] = load_average()
     lines = [
-        "# bf16 autocast on the CPU: one training epoch",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        f"{time.strftime('%Y-%m-%d')}. Machine:",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        "",
+        *report_header("bf16 autocast on the CPU: one training epoch", command, info),
         f"Batch {args.batch_size} x {args.length} tokens, top layers from the boundary states, "
         f"median of {args.repeats} alternating epochs per side.",
         "",

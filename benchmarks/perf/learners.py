@@ -33,6 +33,7 @@ from benchmarks.perf import (
     emit_result,
     load_average,
     machine_info,
+    report_header,
     run_child,
     write_report,
 )
@@ -184,16 +185,7 @@ def render_report(
     rows: list[tuple[str, int, dict[str, Any]]],
 ) -> str:
     lines = [
-        "# Learners: seconds per update and peak memory",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        "## Machine",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        "",
+        *report_header("Learners: seconds per update and peak memory", command, info),
         "## Settings",
         "",
         "- embedded defaults: SmolLM2-135M-Instruct adversary (bottom half frozen) and defender "

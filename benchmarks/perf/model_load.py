@@ -33,6 +33,7 @@ from benchmarks.perf import (
     emit_result,
     load_average,
     machine_info,
+    report_header,
     run_child,
     write_report,
 )
@@ -210,16 +211,7 @@ def render_report(
     steps = s["step_s"]
     per_token = [t / max(k, 1) for t, k in zip(steps, s["reply_tokens"], strict=True)]
     lines = [
-        "# Embedded defaults: model load, env step and gym.make",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        "## Machine",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        "",
+        *report_header("Embedded defaults: model load, env step and gym.make", command, info),
         "## Results",
         "",
         f"Model: `smollm2-135m-instruct` ({f['parameters'] / 1e6:.1f}M parameters, fp32 on CPU), "

@@ -49,6 +49,7 @@ from benchmarks.perf import (
     emit_result,
     load_average,
     machine_info,
+    report_header,
     run_child,
     write_report,
 )
@@ -323,16 +324,7 @@ def render_report(
     ours = statistics.median(s for r in results["ours"] for s in r["seconds"])
     parts = [p for r in results["ours"] for p in r["parts"]]
     lines = [
-        "# PPO: ours against TRL, and against the floor",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        f"{time.strftime('%Y-%m-%d')}. Machine:",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        "",
+        *report_header("PPO: ours against TRL, and against the floor", command, info),
         f"Work per update: batch {args.batch_size}, responses of {args.response_length} "
         f"tokens (T 1, no stop token on either side), 1 turn, {args.ppo_epochs} epochs x 1 minibatch, "
         "SmolLM2-135M-Instruct in fp32. Medians over "

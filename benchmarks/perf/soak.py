@@ -22,12 +22,11 @@ import argparse
 import time
 import warnings
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.perf import command_line, load_average, machine_info, write_report
+from benchmarks.perf import command_line, load_average, machine_info, report_header, write_report
 from benchmarks.perf.vector_env import UTTERANCES
 
 MODULE = "benchmarks.perf.soak"
@@ -133,18 +132,7 @@ def render_report(
     tensors = [t for t, _ in live]
     objects = [n for _, n in live]
     lines = [
-        "# Soak: RSS across resets of the native vector env",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
-        "",
-        "## Machine",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        "",
+        *report_header("Soak: RSS across resets of the native vector env", command, info),
         "## Settings",
         "",
         "- embedded defaults: SmolLM2-135M-Instruct defender, `profanity` judge, `builtin` "

@@ -279,13 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(
             config, env=config.env.replace(defender_temperature=args.defender_temperature)
         )
-    from benchmarks.runner import _engine, make_envs
+    from benchmarks.batches import engine_of, make_envs
     from benchmarks.studies.policy_gain import run_suite
 
     # the env a policy_gain check of this run would use, on the chosen split
     suite = run_suite(config, 2, args.seed).with_overrides(split=args.split, turns=1)
     device = getattr(adversary, "device", None)
-    engine = _engine(make_envs(suite, device=str(device) if device else None, reuse=False))
+    engine = engine_of(make_envs(suite, device=str(device) if device else None, reuse=False))
     if args.openers > len(engine.openers):
         parser.error(f"--openers {args.openers} > the {len(engine.openers)} openers available")
     rng = np.random.default_rng(args.seed)
