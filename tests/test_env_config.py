@@ -115,3 +115,27 @@ def test_readme_table_is_the_configs_docstrings():
     assert found, "README.md lost its EnvConfig table"
     assert found.group(1) == markdown_table()
     assert {f.name for f in dataclasses.fields(EnvConfig)} == FIELDS
+
+
+@pytest.mark.parametrize(
+    ("cls", "changes", "match"),
+    [
+        (PPOConfig, {"batch_size": 0}, r"PPOConfig.batch_size must be >= 1, got 0"),
+        (PPOConfig, {"actor_lr": -1.0}, r"PPOConfig.actor_lr must be >= 0"),
+        (A2CConfig, {"temperature": 0.0}, r"A2CConfig.temperature must be > 0"),
+        (A2CConfig, {"gamma": 1.5}, r"A2CConfig.gamma must be in \[0, 1\]"),
+        (RARLHFConfig, {"risk_alpha": 0.0}, r"risk_alpha must be in \(0, 1\]"),
+        (RARLHFConfig, {"risk_rho": 1.5}, r"risk_rho must be in \[0, 1\]"),
+        (RARLHFConfig, {"risk_n": -1}, r"risk_n must be an int >= 0"),
+    ],
+)
+def test_learner_settings_name_their_range(cls, changes, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**changes)
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown suite 'perez'.*perez-eval"):
+        load_suite("perez")
+    with pytest.raises(ValueError, match="unknown reward preset 'implict'; presets:"):
+        EnvConfig(reward="implict")

@@ -124,19 +124,20 @@ class LearnerConfig:
         if not isinstance(self.env, EnvConfig):
             raise TypeError(f"env must be an EnvConfig, got {type(self.env).__name__}")
         checks = {
-            "batch_size": self.batch_size >= 1,
-            "micro_batch_size": self.micro_batch_size >= 0,
-            "max_new_tokens": self.max_new_tokens >= 1,
-            "frozen_fraction": 0.0 <= self.frozen_fraction <= 1.0,
-            "actor_lr": self.actor_lr >= 0,
-            "critic_lr": self.critic_lr >= 0,
-            "temperature": self.temperature > 0,
-            "gamma": 0.0 <= self.gamma <= 1.0,
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "micro_batch_size": (self.micro_batch_size >= 0, ">= 0 (0: the whole batch)"),
+            "max_new_tokens": (self.max_new_tokens >= 1, ">= 1"),
+            "frozen_fraction": (0.0 <= self.frozen_fraction <= 1.0, "in [0, 1]"),
+            "actor_lr": (self.actor_lr >= 0, ">= 0"),
+            "critic_lr": (self.critic_lr >= 0, ">= 0"),
+            "temperature": (self.temperature > 0, "> 0"),
+            "gamma": (0.0 <= self.gamma <= 1.0, "in [0, 1]"),
+            "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
         }
-        for name, ok in checks.items():
+        for name, (ok, allowed) in checks.items():
             if not ok:
                 raise ValueError(
-                    f"{type(self).__name__}.{name} is out of range: {getattr(self, name)!r}"
+                    f"{type(self).__name__}.{name} must be {allowed}, got {getattr(self, name)!r}"
                 )
 
     def __getattr__(self, name: str) -> Any:
@@ -231,3 +232,7 @@ class RARLHFConfig(PPOConfig):
         super().__post_init__()
         if not 0.0 < self.risk_alpha <= 1.0:
             raise ValueError(f"RARLHFConfig.risk_alpha must be in (0, 1], got {self.risk_alpha}")
+        if not 0.0 <= self.risk_rho <= 1.0:
+            raise ValueError(f"RARLHFConfig.risk_rho must be in [0, 1], got {self.risk_rho}")
+        if isinstance(self.risk_n, bool) or not isinstance(self.risk_n, int) or self.risk_n < 0:
+            raise ValueError(f"RARLHFConfig.risk_n must be an int >= 0, got {self.risk_n!r}")
