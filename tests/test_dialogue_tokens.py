@@ -118,3 +118,23 @@ def test_a_different_bottom_is_not_shared(tiny_lm_dir):
     assert not learner.policy.share_bottom(other)
     learner.policy.num_frozen_layers = 0
     assert not learner.policy.share_bottom(learner.ref_model)
+
+
+def test_the_sampler_keeps_the_boundary_states_of_a_whole_dialogue(three_turns):
+    """Turn by turn, through its KV cache, the sampler fed every id of a dialogue but the
+    last through the frozen bottom: its states there are a whole forward pass's."""
+    from agents.common.policy import boundary_states
+
+    learner, rollout = three_turns
+    batch = rollout.to_batch()
+    assert learner.policy.shares_bottom and batch.boundary is not None
+    _, full = boundary_states(
+        learner.ref_model,
+        learner.policy.num_frozen_layers,
+        batch.input_ids,
+        batch.attention_mask,
+        batch.position_ids,
+    )
+    for d, ids in enumerate(rollout.sequences):
+        n = len(ids) - 1
+        torch.testing.assert_close(batch.boundary[d, :n], full[d, :n], atol=1e-5, rtol=1e-4)

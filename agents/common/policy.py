@@ -192,9 +192,15 @@ class ActorCritic(nn.Module):
         """Sample utterances with per-token logprobs and values, in one batched pass.
 
         `Samples.cache` holds the KV cache afterwards: passing it back as `prefix_cache` for
-        the same dialogues' next turn prefills only their new messages (see `sample`)."""
+        the same dialogues' next turn prefills only their new messages (see `sample`). With a
+        shared bottom, `Samples.states` keeps the boundary states of every id fed."""
         was_training = self.training
         self.eval()
+        boundary = (
+            transformer_layers(self.actor)[self.num_frozen_layers - 1]
+            if self.shares_bottom
+            else None
+        )
         try:
             return sample(
                 self.actor,
@@ -206,6 +212,7 @@ class ActorCritic(nn.Module):
                 value_head=self.value,
                 prefix_cache=prefix_cache,
                 keep_cache=True,
+                keep_states_of=boundary,
             )
         finally:
             self.train(was_training)

@@ -24,6 +24,7 @@ from agents.common.policy import (
     final_hidden,
     states_before,
     token_logits,
+    top_layers,
 )
 from redteam_gym.adversary import EMPTY_UTTERANCE, adversary_view, parse_observation
 from redteam_gym.metrics.diversity import distinct_n
@@ -264,11 +265,18 @@ def collect_rollout(
     transcripts: list[list[dict[str, str]]] = [parse_observation(o) for o in obs]
     # each dialogue's ids so far: the first prompt, then sampled ids and continuations
     sequences = [policy.encode(adversary_view(t, system_prompt)) for t in transcripts]
+    # with a shared bottom, its output at each id, as the sampler fed them (see `sample`)
+    bottoms: list[torch.Tensor | None] = [None] * num
     cache = None  # the actor's KV cache, carried from turn to turn
     for turn in range(envs.max_turns):
         prompts = [sequences[i] for i in active]
         samples = policy.generate(prompts, sampling, generator, prefix_cache=cache)
         cache = samples.cache
+        if samples.states is not None and samples.states_start is not None:
+            for row, i in enumerate(active):
+                start, states = samples.states_start[row], samples.states[row]
+                before = bottoms[i]
+                bottoms[i] = states if before is None else torch.cat([before[:start], states])
         texts = policy.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
         actions = [EMPTY_UTTERANCE] * num
         for row, i in enumerate(active):
@@ -306,6 +314,8 @@ def collect_rollout(
         pad_token_id=policy.tokenizer.pad_token_id,
         device=policy.device,
     )
+    if policy.shares_bottom and all(b is not None for b in bottoms):
+        batch.boundary = _stack_bottoms(bottoms, sequences, batch.input_ids.shape[1])
     score_with_reference(batch, ref_model, policy, temperature=sampling.temperature or 1.0)
     _unpack_reference(batch, segments, num)
     return Rollout(segments, num, transcripts, sequences, batch)
@@ -328,16 +338,40 @@ def _continue(
     return sequence + tail
 
 
+def _stack_bottoms(
+    bottoms: Sequence[torch.Tensor | None], sequences: Sequence[Sequence[int]], width: int
+) -> torch.Tensor:
+    """`[D, width, hidden]` boundary states, right padded. The sampler never feeds a
+    dialogue's last id, so its row stays zero: being last, it changes no state the losses
+    read (causal attention), as the rows of padding do not."""
+    first = next(b for b in bottoms if b is not None)
+    out = first.new_zeros((len(bottoms), width, first.shape[-1]))
+    for i, (states, ids) in enumerate(zip(bottoms, sequences, strict=True)):
+        assert states is not None
+        n = min(len(states), len(ids))
+        if n < len(ids) - 1:
+            raise RuntimeError(
+                f"dialogue {i}: the sampler kept boundary states for {n} of {len(ids)} ids"
+            )
+        out[i, :n] = states[:n]
+    return out
+
+
 @torch.no_grad()
 def score_with_reference(
     batch: TokenBatch, ref_model, policy: ActorCritic, *, temperature: float
 ) -> None:
-    """Fill `batch.ref_logprobs` from one reference forward pass over every dialogue, and
-    `batch.boundary` with its states at the actor's first trained layer when the actor
-    shares its bottom (`ActorCritic.share_bottom`)."""
+    """Fill `batch.ref_logprobs` from one reference pass over every dialogue.
+
+    When the actor shares its bottom (`ActorCritic.share_bottom`), the pass runs only the
+    reference's top layers from `batch.boundary` (the sampler's states), or, without them,
+    runs whole and fills `batch.boundary` with its states at the first trained layer."""
     args = (batch.input_ids, batch.attention_mask, batch.position_ids)
-    if policy.shares_bottom:
-        hidden, batch.boundary = boundary_states(ref_model, policy.num_frozen_layers, *args)
+    start = policy.num_frozen_layers
+    if policy.shares_bottom and batch.boundary is not None:
+        hidden = top_layers(ref_model, batch.boundary, *args[1:], start)
+    elif policy.shares_bottom:
+        hidden, batch.boundary = boundary_states(ref_model, start, *args)
     else:
         hidden = final_hidden(ref_model, *args)
     logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature

@@ -52,6 +52,11 @@ class Samples:
     """`value_head` applied to the final hidden state that produced each id, when given."""
     cache: PrefixCache | None = None
     """The KV cache after this call, with `keep_cache=True` (see `sample`)."""
+    states: list[torch.Tensor] | None = None
+    """With `keep_states_of`, per row, that module's output for every id this call fed through
+    the model: the prompt's ids from `states_start` on, then the generated ids but the last."""
+    states_start: list[int] | None = None
+    """Per row, the prompt position of the first of `states` (the ids before it were cached)."""
 
 
 def left_pad(
@@ -240,6 +245,7 @@ def sample(
     value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
     prefix_cache: PrefixCache | None = None,
     keep_cache: bool = False,
+    keep_states_of: torch.nn.Module | None = None,
 ) -> Samples:
     """Sample continuations of a batch of prompts in one batched, KV-cached loop.
 
@@ -253,6 +259,10 @@ def sample(
     feeds each row only the ids after its longest prefix shared with the cache, so a dialogue's
     next turn prefills just its new messages. Any prompt may be passed: a row that shares
     nothing with the cache is masked out of it, and the cache is rebuilt when that is cheaper.
+
+    With `keep_states_of` (a module of `model`, such as a decoder layer), `Samples.states`
+    keeps its output at every id fed through the model: a learner whose frozen bottom ends
+    there gets the boundary states of the whole dialogue from sampling, without a forward.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("sample needs at least one prompt and no empty prompts")
@@ -275,6 +285,14 @@ def sample(
         for i, cols in enumerate(columns):
             kept[i, cols] = 1
     suffixes = [p[n:] for p, n in zip(prompts, shared, strict=True)]
+    kept_states: list[torch.Tensor] = []
+    hook = None
+    if keep_states_of is not None:
+
+        def keep(_module, _args, output) -> None:
+            kept_states.append((output[0] if isinstance(output, tuple) else output).detach())
+
+        hook = keep_states_of.register_forward_hook(keep)
     input_ids, new_mask = left_pad(suffixes, pad_token_id, device)
     width = input_ids.shape[1]
     for i, suffix in enumerate(suffixes):
@@ -327,6 +345,8 @@ def sample(
             **extra,
         )
         fed += 1
+    if hook is not None:
+        hook.remove()
     tokens_t = torch.stack(steps, 1).cpu()
     logprobs_t = torch.stack(step_logprobs, 1).cpu()
     alive_t = torch.stack(alive, 1).cpu()
@@ -348,9 +368,20 @@ def sample(
             ],
             width=start + fed,
         )
+    states = None
+    if keep_states_of is not None:
+        # the prefill's output, then one column per decode step; row i fed its suffix and
+        # its first min(n, fed) generated ids
+        columns_fed = torch.cat(kept_states, dim=1)
+        states = [
+            columns_fed[i, width - len(suffix) : width + min(n, fed)]
+            for i, (suffix, n) in enumerate(zip(suffixes, lengths, strict=True))
+        ]
     return Samples(
         tokens=tokens,
         logprobs=[logprobs_t[i, :n] for i, n in enumerate(lengths)],
         values=None if values_t is None else [values_t[i, :n] for i, n in enumerate(lengths)],
         cache=cache,
+        states=states,
+        states_start=list(shared) if states is not None else None,
     )
