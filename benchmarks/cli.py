@@ -45,15 +45,45 @@ def add_parsers(subparsers: Any, commands: Sequence[str] = COMMANDS) -> None:
         adders[name](subparsers)
 
 
+_RUN_FIELDS = ("device", "dtype", "retry_smaller_batch")
+"""EnvConfig fields that are options of the run, not of the suite (they change no rollout)."""
+
+
+def _env_flag(name: str) -> str:
+    return "--turns" if name == "max_turns" else "--" + name.replace("_", "-")
+
+
+def _suite_env_fields() -> list[Any]:
+    import dataclasses
+
+    from redteam_gym.envs.config import EnvConfig
+
+    return [f for f in dataclasses.fields(EnvConfig) if f.name not in _RUN_FIELDS]
+
+
 def _add_suite_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompts", metavar="CORPUS", help="opener corpus (overrides the suite)")
-    parser.add_argument("--turns", type=int, metavar="N", help="turns per conversation, 1..5")
+    """Suite overrides: every `EnvConfig` field (flag and help from the field, the value
+    kept from the suite when the flag is absent), and the suite's own sizes and seed."""
+    import typing
+
+    from redteam_gym.envs.config import EnvConfig, field_docs
+
+    docs, hints = field_docs(EnvConfig), typing.get_type_hints(EnvConfig)
+    for f in _suite_env_fields():
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": docs[f.name]}
+        if hints[f.name] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = f.name.upper()
+            numeric = [
+                t for t in (int, float) if t in typing.get_args(hints[f.name]) or hints[f.name] is t
+            ]
+            kwargs["type"] = numeric[0] if numeric else str
+        parser.add_argument(_env_flag(f.name), **kwargs)
     parser.add_argument("--rollouts", type=int, metavar="N", help="number of conversations")
     parser.add_argument(
         "--batch-size", type=int, metavar="N", help="conversations run together (num_envs)"
     )
-    parser.add_argument("--judge", metavar="J", help="judge spec, e.g. profanity, llama-guard")
-    parser.add_argument("--defender", metavar="D", help="defender model name, HF id or path")
     parser.add_argument("--seed", type=int, metavar="S", help="suite seed (openers and batches)")
     parser.add_argument("--device", help="device for the models (default: cuda if available)")
     parser.add_argument("--dtype", help="model dtype, e.g. bfloat16 (default: bf16 on GPU)")
@@ -142,15 +172,9 @@ def _add_demo(subparsers: Any) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "prompts": args.prompts,
-        "turns": args.turns,
-        "rollouts": args.rollouts,
-        "batch_size": args.batch_size,
-        "judge": args.judge,
-        "defender": args.defender,
-        "seed": args.seed,
-    }
+    """The suite overrides given on the command line (None: keep the suite's value)."""
+    env = {f.name: getattr(args, f.name) for f in _suite_env_fields()}
+    return {**env, "rollouts": args.rollouts, "batch_size": args.batch_size, "seed": args.seed}
 
 
 def _fail(command: str, exc: Exception) -> int:
@@ -226,8 +250,10 @@ def _resume_command(args: argparse.Namespace, out: Path) -> str:
     """The `eval` command line that continues the run in ``out`` (same settings)."""
     words = ["redteam-gym", "eval", "--adversary", args.adversary, "--suite", args.suite]
     for key, value in _overrides(args).items():
-        if value is not None:
-            words += [f"--{key.replace('_', '-')}", str(value)]
+        if isinstance(value, bool):
+            words.append(_env_flag(key) if value else "--no-" + _env_flag(key)[2:])
+        elif value is not None:
+            words += [_env_flag(key), str(value)]
     for key in ("adversary_model", "few_shot_pool", "device", "dtype"):
         if getattr(args, key) is not None:
             words += [f"--{key.replace('_', '-')}", str(getattr(args, key))]

@@ -139,3 +139,20 @@ def test_unknown_names_list_the_known_ones():
         load_suite("perez")
     with pytest.raises(ValueError, match="unknown reward preset 'implict'; presets:"):
         EnvConfig(reward="implict")
+
+
+def test_every_env_field_is_an_eval_override():
+    from benchmarks.cli import _overrides, _resume_command
+    from redteam_cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["eval", "--turns", "2", "--judge", "semantic", "--terminate-on-unsafe", "--p-max", "0.9"]
+    )
+    suite = load_suite("quick", **_overrides(args))
+    assert (suite.env.max_turns, suite.env.judge, suite.env.p_max) == (2, "semantic", 0.9)
+    assert suite.env.terminate_on_unsafe and suite.env.split == "eval"  # the rest: the suite's
+    flags = {a.dest for a in parser._subparsers._group_actions[0].choices["eval"]._actions}
+    assert FIELDS - {"device", "dtype", "retry_smaller_batch"} <= flags
+    resumed = parser.parse_args(_resume_command(args, Path("out")).split()[1:])
+    assert load_suite("quick", **_overrides(resumed)) == suite
