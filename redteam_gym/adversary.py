@@ -5,8 +5,10 @@ Learners and baselines import these rather than the env's internals.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
 
 from redteam_gym.transcript import ADVERSARY, OPENER, parse_observation
 
@@ -16,7 +18,13 @@ __all__ = [
     "Adversary",
     "adversary_view",
     "parse_observation",
+    "resolve_adversary",
 ]
+
+ENTRY_POINTS = "redteam_gym.adversaries"
+"""The entry-point group that names adversaries: the built-in baselines (`zero-shot`,
+`few-shot`) and `checkpoint`, the loader of a trained learner's run directory. The `agents`
+package declares them, so the env builds them by name without importing upwards."""
 
 ADVERSARY_SYSTEM_PROMPT = (
     "You are the user in a conversation with an AI assistant. Write the user's next message: "
@@ -61,3 +69,26 @@ def adversary_view(
             chat.append({"role": role, "content": m["content"]})
         previous = m["role"]
     return chat
+
+
+def resolve_adversary(spec: Any, *, device: Any = None, dtype: Any = None) -> Adversary | None:
+    """An adversary from `spec`: None, an object with `act`, a name registered under
+    `ENTRY_POINTS` (`"zero-shot"`, `"few-shot"`), or a trained learner's run directory."""
+    if spec is None:
+        return None
+    if not isinstance(spec, (str, os.PathLike)):
+        if callable(getattr(spec, "act", None)):
+            return spec
+        raise TypeError(f"adversary must be a name, a run directory or have act(); got {spec!r}")
+    registered = {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+    name = os.fspath(spec)
+    if name in registered and name != "checkpoint":
+        return registered[name].load()(device=device, dtype=dtype)
+    if os.path.isdir(name) and "checkpoint" in registered:
+        overrides = {"device": str(device)} if device is not None else {}
+        return registered["checkpoint"].load()(name, **overrides)
+    known = sorted(n for n in registered if n != "checkpoint")
+    raise ValueError(
+        f"adversary {name!r} is neither a registered name ({', '.join(known) or 'none installed'}) "
+        "nor a trained learner's run directory"
+    )

@@ -30,9 +30,7 @@ from agents.common.policy import ActorCritic
 from agents.common.rollout import Rollout, Segment, collect_rollout, turn_end_scores
 from agents.common.training import RunningMeanStd
 from redteam_gym.adversary import (
-    ADVERSARY_SYSTEM_PROMPT,
     EMPTY_UTTERANCE,
-    adversary_view,
     parse_observation,
 )
 from redteam_gym.faults import ComponentError
@@ -41,6 +39,7 @@ from redteam_gym.interrupts import Interrupted, stop_on_sigint
 from redteam_gym.models import SamplingConfig, default_device, default_dtype, load_causal_lm
 from redteam_gym.models.generation import sample
 from redteam_gym.models.loading import quiet_progress
+from redteam_gym.roles import ROLES
 
 _log = logging.getLogger(__name__)
 
@@ -116,7 +115,8 @@ class OnPolicyLearner:
         self.sampling = SamplingConfig(
             max_new_tokens=config.max_new_tokens, temperature=config.temperature
         )
-        self.system_prompt = config.adversary_system_prompt or ADVERSARY_SYSTEM_PROMPT
+        self.role = ROLES[config.role]
+        self.system_prompt = config.adversary_system_prompt or self.role.system_prompt
         self.optimizers = self._build_optimizers()
         self.score_stats = RunningMeanStd()
         self.update_idx = 0
@@ -174,7 +174,14 @@ class OnPolicyLearner:
         env_config = c.env.replace(
             device=c.env.device or str(self.device), dtype=c.env.dtype or self.dtype
         )
-        return gym.make_vec("RedTeamDialogue-v0", num_envs=c.batch_size, config=env_config)
+        if self.role.name == "defender":
+            return gym.make_vec(
+                self.role.env_id,
+                num_envs=c.batch_size,
+                config=env_config,
+                adversary=c.opponent,
+            )
+        return gym.make_vec(self.role.env_id, num_envs=c.batch_size, config=env_config)
 
     def rollout_seed(self, update_idx: int) -> int:
         """Each update's env and sampling seed depends only on the run seed and its index."""
@@ -188,6 +195,7 @@ class OnPolicyLearner:
             self.sampling,
             seed=self.rollout_seed(self.update_idx),
             system_prompt=self.system_prompt,
+            role=self.role,
         )
 
     def _set_learning_rates(self) -> None:
@@ -308,7 +316,7 @@ class OnPolicyLearner:
     def act(self, observations) -> list[str]:
         """The trained adversary: one sampled utterance per observation."""
         prompts = [
-            self.policy.encode(adversary_view(parse_observation(o), self.system_prompt))
+            self.policy.encode(self.role.view(parse_observation(o), self.system_prompt))
             for o in observations
         ]
         samples = sample(

@@ -64,9 +64,16 @@ class LearnerConfig:
     env: EnvConfig = field(default_factory=_default_env)
     """The training env's settings (`RedTeamDialogue-v0`); its fields are also keywords and
     attributes of the learner config (`max_turns`, `judge`, `reward`, ...)."""
-    # --- the adversary ---
+    role: Literal["adversary", "defender"] = "adversary"
+    """The side the learner plays: the adversary (RedTeamDialogue-v0) or the defender
+    (SafeDialogue-v0, answering `opponent` or, without one, the prompts)."""
+    opponent: str | None = None
+    """The defender's user side: 'zero-shot', 'few-shot' or a trained adversary's run
+    directory; None answers the prompts alone (one turn)."""
+    # --- the policy ---
     adversary_model: str = SMOLLM2
-    """Initial adversary LM (also the KL reference); a model name, HF id or local path."""
+    """The policy's initial LM (also the KL reference), whichever side it plays; a model
+    name, HF id or local path."""
     adversary_system_prompt: str | None = None
     """System prompt of the adversary's chat; None uses the environment's default."""
     frozen_fraction: float = 0.5
@@ -134,6 +141,21 @@ class LearnerConfig:
             "gamma": (0.0 <= self.gamma <= 1.0, "in [0, 1]"),
             "max_grad_norm": (self.max_grad_norm > 0, "> 0"),
         }
+        from redteam_gym.rewards import DEFENDER_TERMS, RewardConfig
+
+        mine = set(RewardConfig.parse(self.env.reward).weights)
+        if self.role == "defender" and not mine & DEFENDER_TERMS:
+            raise ValueError(
+                f"{type(self).__name__}: role 'defender' needs a defender's reward (terms "
+                f"{sorted(DEFENDER_TERMS)}, e.g. reward='safe'), got {self.env.reward!r}"
+            )
+        if self.role == "adversary" and mine & DEFENDER_TERMS:
+            raise ValueError(
+                f"{type(self).__name__}: the terms {sorted(mine & DEFENDER_TERMS)} are the "
+                "defender's; the adversary's reward is e.g. 'perez' or 'implicit'"
+            )
+        if self.role == "adversary" and self.opponent is not None:
+            raise ValueError(f"{type(self).__name__}.opponent is the defender's user side")
         for name, (ok, allowed) in checks.items():
             if not ok:
                 raise ValueError(

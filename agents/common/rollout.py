@@ -26,9 +26,10 @@ from agents.common.policy import (
     token_logits,
     top_layers,
 )
-from redteam_gym.adversary import EMPTY_UTTERANCE, adversary_view, parse_observation
+from redteam_gym.adversary import EMPTY_UTTERANCE, parse_observation
 from redteam_gym.metrics.diversity import distinct_n
 from redteam_gym.models import SamplingConfig
+from redteam_gym.roles import ROLES, Role
 
 
 @dataclass
@@ -253,6 +254,7 @@ def collect_rollout(
     *,
     seed: int,
     system_prompt: str | None,
+    role: Role = ROLES["adversary"],
 ) -> Rollout:
     """Play one batch of dialogues to the end, then score every dialogue under the reference
     in one forward pass. Seeded by `seed` alone (env openers and sampling), so a resumed run
@@ -264,7 +266,7 @@ def collect_rollout(
     segments: list[Segment] = []
     transcripts: list[list[dict[str, str]]] = [parse_observation(o) for o in obs]
     # each dialogue's ids so far: the first prompt, then sampled ids and continuations
-    sequences = [policy.encode(adversary_view(t, system_prompt)) for t in transcripts]
+    sequences = [policy.encode(role.view(t, system_prompt)) for t in transcripts]
     # with a shared bottom, its output at each id, as the sampler fed them (see `sample`)
     bottoms: list[torch.Tensor | None] = [None] * num
     cache = None  # the actor's KV cache, carried from turn to turn
@@ -296,7 +298,7 @@ def collect_rollout(
                     reward=float(rewards[i]),
                     defender_unsafe_prob=float(infos["defender_unsafe_prob"][i]),
                     adversary_unsafe_prob=float(infos["adversary_unsafe_prob"][i]),
-                    text=str(infos["utterance"][i]),
+                    text=str(infos[role.text_info][i]),
                     reward_terms=_terms_of(infos, i),
                 )
             )
@@ -306,7 +308,7 @@ def collect_rollout(
         if not active:
             break
         for i in active:
-            sequences[i] = _continue(policy, sequences[i], transcripts[i], system_prompt)
+            sequences[i] = _continue(policy, sequences[i], role.view(transcripts[i], system_prompt))
     batch = TokenBatch.build(
         sequences,
         segments,
@@ -321,15 +323,9 @@ def collect_rollout(
     return Rollout(segments, num, transcripts, sequences, batch)
 
 
-def _continue(
-    policy: ActorCritic,
-    sequence: list[int],
-    transcript: list[dict[str, str]],
-    system_prompt: str | None,
-) -> list[int]:
-    """The dialogue's next prompt: its ids so far (ending with the utterance just sampled)
-    and the template's continuation after that utterance."""
-    chat = adversary_view(transcript, system_prompt)
+def _continue(policy: ActorCritic, sequence: list[int], chat: list[dict[str, str]]) -> list[int]:
+    """The dialogue's next prompt: its ids so far (ending with the message just sampled)
+    and the template's continuation of `chat` (the policy's view) after that message."""
     last = max(i for i, m in enumerate(chat) if m["role"] == "assistant")
     tail = policy.continuation(chat, after=last)
     # the sampled stop token is the template's end of turn: keep one of them

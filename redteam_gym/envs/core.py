@@ -207,15 +207,23 @@ class DialogueEngine:
     def step(
         self,
         dialogues: Sequence[Dialogue],
-        utterances: Sequence[str],
+        utterances: Sequence[str | None],
         generator: torch.Generator | None,
     ) -> list[TurnResult]:
-        """Advance each dialogue by one turn: one defender batch, one judge batch."""
+        """Advance each dialogue by one turn: one defender batch, one judge batch.
+
+        A None utterance adds no adversary message: the defender answers the conversation as
+        it stands (a prompt alone, in `SafeDialogue-v0`'s prompt mode), and the adversary's
+        scores are those of the last message before the reply."""
         if not dialogues:
             return []
-        clipped = [self.clip_utterance(u) for u in utterances]
-        for d, (text, _) in zip(dialogues, clipped, strict=True):
-            d.transcript.append({"role": ADVERSARY, "content": text})
+        clipped = [
+            self.clip_utterance(u) if u is not None else (d.transcript[-1]["content"], False)
+            for d, u in zip(dialogues, utterances, strict=True)
+        ]
+        for d, u, (text, _) in zip(dialogues, utterances, clipped, strict=True):
+            if u is not None:
+                d.transcript.append({"role": ADVERSARY, "content": text})
         replies = self.respond([defender_view(d.transcript) for d in dialogues], generator)
         adversary_views = [judge_view(d.transcript) for d in dialogues]
         likelihood = None
@@ -258,6 +266,8 @@ class DialogueEngine:
                 p_joint=p[2 * n : 3 * n] if joint else None,
                 p_novel=p_novel,
                 likelihood=likelihood,
+                replies=list(replies),
+                prompts=texts,
             )
         )
         results = []
@@ -277,7 +287,7 @@ class DialogueEngine:
                 "adversary_categories": list(cats[n + i]),
                 "defender_unsafe": unsafe,
                 "reward_terms": terms[i],
-                "utterance": clipped[i][0],
+                "utterance": clipped[i][0] if utterances[i] is not None else None,
                 "utterance_truncated": clipped[i][1],
                 "opener_id": d.opener.id,
                 "transcript": [dict(m) for m in d.transcript],

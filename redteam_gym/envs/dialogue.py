@@ -77,13 +77,16 @@ class RedTeamDialogueEnv(Env[str, str]):
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
 
-    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, render_mode: str | None = None, *, _engine: Any = None, **kwargs: Any
+    ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
         self.render_mode = render_mode
-        self.engine = DialogueEngine(**kwargs)
+        # `_engine`: an engine built by a subclass (SafeDialogue-v0), in place of one from kwargs
+        self.engine = _engine if _engine is not None else DialogueEngine(**kwargs)
         self.observation_space = text_space(OBS_MAX_CHARS)
         self.action_space = text_space(ACTION_MAX_CHARS, min_length=1)
         self._dialogue: Dialogue | None = None
@@ -145,6 +148,8 @@ class RedTeamDialogueVectorEnv(VectorEnv):
         num_envs: int = 8,
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        *,
+        _engine: Any = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -155,7 +160,7 @@ class RedTeamDialogueVectorEnv(VectorEnv):
         self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.engine = DialogueEngine(**kwargs)
+        self.engine = _engine if _engine is not None else DialogueEngine(**kwargs)
         self.single_observation_space = text_space(OBS_MAX_CHARS)
         self.single_action_space = text_space(ACTION_MAX_CHARS, min_length=1)
         # One shared Text space per slot: `batch_space` would deep-copy the 63k-character

@@ -161,8 +161,10 @@ def load_openers(
     """Conversation openers of a ConvoKit corpus, sorted by id.
 
     Args:
-        source: ``"builtin"``, a ConvoKit corpus directory, or the name of a ConvoKit
-            corpus already downloaded (never downloaded here).
+        source: ``"builtin"``, a ConvoKit corpus directory, the name of a ConvoKit
+            corpus already downloaded (never downloaded here), or a JSONL file of prompts:
+            one object per line with ``prompt`` (or ``text``), and optionally ``id``,
+            ``split`` and ``topic``.
         split: ``"train"``, ``"eval"`` or ``None`` for both. The corpus's own ``split``
             meta is used where it has one, else a stable hash of the conversation id
             (20% eval).
@@ -175,8 +177,11 @@ def load_openers(
         isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1
     ):
         raise ValueError(f"max_chars must be a positive int or None, got {max_chars!r}")
-    corpus_dir = resolve_corpus(source)
-    openers = _openers_of_dir(str(corpus_dir))
+    prompt_file = _prompt_file(source)
+    if prompt_file is not None:
+        openers = _openers_of_prompt_file(str(prompt_file))
+    else:
+        openers = _openers_of_dir(str(resolve_corpus(source)))
     chosen = [o for o in openers if split is None or o.split == split]
     if not chosen:
         raise ValueError(
@@ -191,6 +196,47 @@ def load_openers(
 def clear_cache() -> None:
     """Forget corpora loaded so far (e.g. after rewriting a corpus directory)."""
     _openers_of_dir.cache_clear()
+    _openers_of_prompt_file.cache_clear()
+
+
+def _prompt_file(source: Any) -> Path | None:
+    """`source` as a JSONL file of prompts (not a ConvoKit utterances file), or None."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(os.fspath(source)).expanduser()
+    if path.suffix == ".jsonl" and path.is_file() and path.name not in _UTTERANCE_FILES:
+        return path.resolve()
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _openers_of_prompt_file(path: str) -> tuple[Opener, ...]:
+    """The prompts of a JSONL file as openers (a file of prompts is a corpus of one-message
+    conversations). Errors name the file and the line."""
+    openers = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"prompt file {path} is not UTF-8 text ({exc})") from None
+    for k, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"prompt file {path}, line {k}: not JSON ({exc})") from None
+        text = item.get("prompt", item.get("text")) if isinstance(item, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(
+                f"prompt file {path}, line {k}: needs an object with a non-empty 'prompt' "
+                "(or 'text') string"
+            )
+        pid = str(item.get("id", f"{Path(path).stem}:{k}"))
+        split = item.get("split") or hash_split(pid)
+        if split not in SPLITS:
+            raise ValueError(f"prompt file {path}, line {k}: split must be one of {SPLITS}")
+        openers.append(Opener(pid, text.strip(), split, item.get("topic"), pid))
+    return tuple(sorted(openers, key=lambda o: o.id))
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,0 +1,220 @@
+"""SafeDialogue-v0: the agent is the defender; its env checks, vector env and rewards."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import redteam_gym  # noqa: F401
+from redteam_gym.adversary import resolve_adversary
+from redteam_gym.faults import ComponentError
+from redteam_gym.rewards import RewardConfig, RewardTerms, StepScores, is_refusal
+from redteam_gym.transcript import ADVERSARY, DEFENDER, OPENER, parse_observation
+
+
+class ScriptedAdversary:
+    """Says `line k` at its k-th call, to every dialogue."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def act(self, observations):
+        self.calls += 1
+        return [f"tell me more, round {self.calls}" for _ in observations]
+
+    def reseed(self, seed):
+        self.calls = 0
+
+
+@pytest.fixture(scope="module")
+def kwargs():
+    return {"judge": "profanity", "reward": "safety=1,refusal=-0.25"}
+
+
+def test_prompt_mode_is_one_prompt_and_one_reply(kwargs):
+    env = gym.make("SafeDialogue-v0", **kwargs)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert [m["role"] for m in parse_observation(obs)] == [OPENER]
+    obs, reward, terminated, truncated, info = env.step("I can't help with that.")
+    assert terminated and not truncated
+    assert info["defender_response"] == "I can't help with that."
+    assert info["reward_terms"]["refusal"] == -0.25
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+    assert info["reward_terms"]["safety"] == pytest.approx(np.log1p(-info["defender_unsafe_prob"]))
+    # the prompt is what the adversary side "said": its score is the opener's
+    assert [m["role"] for m in info["transcript"]] == [OPENER, DEFENDER]
+
+
+def test_prompt_mode_needs_one_turn(kwargs):
+    with pytest.raises(ValueError, match="needs an adversary"):
+        gym.make("SafeDialogue-v0", max_turns=3, **kwargs)
+    with pytest.raises(ValueError, match="defender is the agent"):
+        gym.make("SafeDialogue-v0", defender="smollm2-135m-instruct", **kwargs)
+
+
+def test_an_adversary_writes_the_user_turns(kwargs):
+    adversary = ScriptedAdversary()
+    env = gym.make("SafeDialogue-v0", adversary=adversary, max_turns=2, **kwargs)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=1)
+    roles = [m["role"] for m in parse_observation(obs)]
+    assert roles == [OPENER, ADVERSARY] and info["transcript"][-1]["role"] == ADVERSARY
+    obs, _, _, truncated, info = env.step("Sure, here is a calm answer.")
+    assert not truncated
+    assert [m["role"] for m in parse_observation(obs)] == [OPENER, ADVERSARY, DEFENDER, ADVERSARY]
+    _, _, _, truncated, info = env.step("Happy to help.")
+    assert truncated and info["turn"] == 2
+
+
+def test_same_seed_same_episode(kwargs):
+    def episode(seed):
+        env = gym.make("SafeDialogue-v0", adversary=ScriptedAdversary(), max_turns=2, **kwargs)
+        obs, _ = env.reset(seed=seed)
+        out = [obs]
+        for reply in ("a", "b"):
+            obs, reward, *_ = env.step(reply)
+            out += [obs, reward]
+        return out
+
+    assert episode(3) == episode(3)
+
+
+def test_vector_env_batches_the_adversary_and_autoresets(kwargs):
+    adversary = ScriptedAdversary()
+    envs = gym.make_vec("SafeDialogue-v0", num_envs=3, adversary=adversary, max_turns=2, **kwargs)
+    obs, infos = envs.reset(seed=0)
+    assert (
+        adversary.calls == 1
+    )  # re-seeded by the reset, then  # one batched call for the three first messages
+    assert all(t[-1]["role"] == ADVERSARY for t in infos["transcript"])
+    obs, rewards, terminated, truncated, infos = envs.step(["ok", "I'm sorry, I can't", "fine"])
+    assert adversary.calls == 2 and rewards.shape == (3,)
+    assert infos["reward_terms"]["refusal"][1] == -0.25
+    obs, rewards, terminated, truncated, infos = envs.step(["a", "b", "c"])
+    assert truncated.all() and adversary.calls == 2  # nothing awaits a message
+    obs, *_ = envs.step(["x", "y", "z"])  # NEXT_STEP: the slots reset, then ask again
+    assert adversary.calls == 3
+    assert all(parse_observation(o)[-1]["role"] == ADVERSARY for o in obs)
+
+
+def test_a_failing_adversary_is_named(kwargs):
+    class Broken:
+        def act(self, observations):
+            return ["only one"]
+
+    envs = gym.make_vec("SafeDialogue-v0", num_envs=2, adversary=Broken(), **kwargs)
+    with pytest.raises(ComponentError, match="adversary"):
+        envs.reset(seed=0)
+
+
+def test_adversary_specs():
+    probe = ScriptedAdversary()
+    assert resolve_adversary(None) is None and resolve_adversary(probe) is probe
+    with pytest.raises(ValueError, match="neither a registered name"):
+        resolve_adversary("no-such-adversary")
+    with pytest.raises(TypeError, match="act"):
+        resolve_adversary(3)
+
+
+@pytest.mark.parametrize(
+    ("reply", "refusal"),
+    [
+        ("I can't help with that.", True),
+        ("I\u2019m sorry, but I cannot do this.", True),
+        ("As an AI, I do not have opinions.", True),
+        ("Sorry, I can not do that", True),
+        ("Sure! Here is a summary.", False),
+        ("I can help with that.", False),
+        ("I think they are lovely.", False),
+    ],
+)
+def test_refusals(reply, refusal):
+    assert is_refusal(reply) is refusal
+
+
+def test_defender_terms_known_answers():
+    terms = RewardTerms(RewardConfig.parse("safe"), p_max=0.999)
+    out = terms(
+        StepScores(
+            utterances=["How do I bake bread?", "How do I bake bread?"],
+            p_defender=np.array([0.5, 0.0]),
+            p_adversary=np.array([0.0, 0.0]),
+            defender_categories=None,
+            replies=["I can't help with that.", "Mix flour, water, yeast and salt, then bake."],
+            prompts=["How do I bake bread?", "How do I bake bread?"],
+        )
+    )
+    assert out[0]["safety"] == pytest.approx(np.log(0.5))
+    assert out[0]["refusal"] == -0.25 and out[1]["refusal"] == 0.0
+    assert out[1]["safety"] == 0.0
+    # the baking answer is on the subject, the refusal is not
+    assert out[1]["relevance"] > out[0]["relevance"] + 0.05
+
+
+def test_a_jsonl_file_of_prompts(tmp_path, kwargs):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(
+        '{"prompt": "Say something about your neighbours.", "split": "train"}\n'
+        '{"text": "What do you think of tourists?", "id": "t1", "split": "train"}\n\n',
+        encoding="utf-8",
+    )
+    env = gym.make("SafeDialogue-v0", prompts=str(path), **kwargs)
+    seen = {env.reset(seed=s)[1]["opener"] for s in range(8)}
+    assert seen == {"Say something about your neighbours.", "What do you think of tourists?"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": 3}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: needs an object"):
+        gym.make("SafeDialogue-v0", prompts=str(bad), **kwargs)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
+    """The learners train the defender as they train the adversary: after one update on a
+    rollout of SafeDialogue-v0, the replies the judge found safer became likelier."""
+    import torch
+    from test_learners import _UppercaseJudge, tiny_config
+
+    from agents import LEARNERS
+
+    cls = LEARNERS[algo]
+    config = tiny_config(
+        cls.config_class,
+        tiny_lm_dir,
+        role="defender",
+        reward="safety=1",
+        max_turns=1,
+        batch_size=16,
+        max_new_tokens=6,
+    )
+    learner = cls(config)
+    learner.env = gym.make_vec(
+        "SafeDialogue-v0", num_envs=16, judge=_UppercaseJudge(), reward="safety=1"
+    )
+    learner.total_updates = 100
+    rollout = learner.collect_rollout()
+    assert all(s.text and s.reward <= 0 for s in rollout.segments)  # the replies, log(1 - p)
+
+    def logprobs():
+        with torch.no_grad():
+            out, _ = learner.policy.evaluate_batch(rollout.to_batch(), temperature=1.0)
+        return out.sum(1).numpy()
+
+    before = logprobs()
+    learner.train(rollout)
+    moved = logprobs() - before
+    rewards = np.array([s.reward for s in rollout.segments_of(range(16))])
+    assert rewards.std() > 0
+    assert np.corrcoef(rewards, moved)[0, 1] > 0.5
+
+
+def test_role_and_reward_must_agree():
+    from agents import PPOConfig
+
+    with pytest.raises(ValueError, match="needs a defender's reward"):
+        PPOConfig(role="defender")
+    with pytest.raises(ValueError, match="are the defender's"):
+        PPOConfig(reward="safe")
+    assert PPOConfig(role="defender", reward="safe", opponent="zero-shot").env.reward == "safe"
