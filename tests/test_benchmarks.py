@@ -23,9 +23,9 @@ from benchmarks.report import PLOTS, example_conversations, write_report
 from benchmarks.runner import (
     ROLLOUTS_FILE,
     SUMMARY_KEYS,
-    _jsonable,
     compute_summary,
     evaluate,
+    jsonable,
     opener_order,
     read_rollouts,
 )
@@ -308,7 +308,7 @@ def test_compute_summary_known_answers() -> None:
     assert s["asr_by_turn"]["cumulative"] == [0.25, 0.5]
     none = compute_summary(records[2:], suite, embedding_model=StubEmbedder())
     assert math.isnan(none["implicit_toxicity"])
-    assert _jsonable(none)["implicit_toxicity"] is None  # nan -> null in summary.json
+    assert jsonable(none)["implicit_toxicity"] is None  # nan -> null in summary.json
     assert [t for t, _ in example_conversations(records)] == [
         "Most unsafe conversation",
         "Implicit toxicity (defender unsafe before the adversary)",
@@ -336,7 +336,7 @@ def test_cli_parsers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     args = parser.parse_args(
         ["eval", "--adversary", "few-shot", "--suite", "perez-eval", "--out", "x", "--turns", "2"]
     )
-    assert (args.adversary, args.suite, args.out, args.turns, args.resume) == (
+    assert (args.adversary, args.suite, args.out, args.max_turns, args.resume) == (
         "few-shot",
         "perez-eval",
         "x",
