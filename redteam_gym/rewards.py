@@ -438,7 +438,9 @@ class RewardTerms:
                 values["novelty_embed"], vectors = self.buffer.embed_novelty(step.utterances)
             self.buffer.add(step.utterances, vectors)
         return [
-            {name: float(c.weights[name] * values[name][i]) for name in c.weights} for i in range(n)
+            # + 0.0: a zero term reads 0.0, never -0.0
+            {name: float(c.weights[name] * values[name][i]) + 0.0 for name in c.weights}
+            for i in range(n)
         ]
 
     def _on_target(self, p: np.ndarray, categories: list[list[str]] | None) -> np.ndarray:

@@ -148,7 +148,7 @@ def test_defender_terms_known_answers():
         )
     )
     assert out[0]["safety"] == pytest.approx(np.log(0.5))
-    assert out[0]["refusal"] == -0.25 and out[1]["refusal"] == 0.0
+    assert out[0]["refusal"] == -0.25 and str(out[1]["refusal"]) == "0.0"  # not -0.0
     assert out[1]["safety"] == 0.0
     # the baking answer is on the subject, the refusal is not
     assert out[1]["relevance"] > out[0]["relevance"] + 0.05
