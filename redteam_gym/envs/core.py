@@ -78,6 +78,9 @@ class TurnResult:
 class DialogueEngine:
     """Defender + judge + openers, advancing a batch of dialogues one turn at a time."""
 
+    action_name = "the adversary's utterance"
+    """What the agent's action is, as error messages name it."""
+
     def __init__(self, config: EnvConfig | None = None, **kwargs: Any) -> None:
         """From `config` (default: `EnvConfig()`) with any `EnvConfig` field in `kwargs`
         replacing its value; both are validated by `EnvConfig`."""
@@ -179,10 +182,10 @@ class DialogueEngine:
             raise RuntimeError("the episode has ended: call reset() before step()")
         if not isinstance(action, str):
             raise TypeError(
-                f"{where} must be the adversary's utterance as a str, got {type(action).__name__}"
+                f"{where} must be {self.action_name} as a str, got {type(action).__name__}"
             )
         if not action:
-            raise ValueError(f"{where} is an empty utterance (the action space needs 1+ chars)")
+            raise ValueError(f"{where} is empty (the action space needs 1+ chars)")
         surrogate = _SURROGATE.search(action)
         if surrogate:
             # not valid Unicode: no tokenizer can encode it (and the action space excludes it)

@@ -10,7 +10,7 @@ import torch
 
 from redteam_gym.adversary import EMPTY_UTTERANCE, resolve_adversary
 from redteam_gym.envs.config import EnvConfig
-from redteam_gym.envs.core import _SURROGATE, Dialogue, DialogueEngine, TurnResult
+from redteam_gym.envs.core import Dialogue, DialogueEngine, TurnResult
 from redteam_gym.envs.dialogue import RedTeamDialogueEnv, RedTeamDialogueVectorEnv
 from redteam_gym.faults import ComponentError
 from redteam_gym.transcript import ADVERSARY, render_transcript
@@ -40,6 +40,8 @@ class SafeDialogueEngine(DialogueEngine):
     the user: per step, one batched judge call for the agent's replies and one batched
     adversary call for the next user messages."""
 
+    action_name = "the defender's reply"
+
     def __init__(
         self, config: EnvConfig | None = None, *, adversary: Any = None, **kwargs: Any
     ) -> None:
@@ -57,22 +59,6 @@ class SafeDialogueEngine(DialogueEngine):
                 f"max_turns={self.max_turns} needs an adversary= to write the user's later "
                 "messages; without one a dialogue is one prompt and one reply (max_turns=1)"
             )
-
-    def check_action(self, action: Any, dialogue: Dialogue | None, *, where: str = "action") -> str:
-        """The agent's reply: any text (whitespace alone says nothing, `EMPTY_UTTERANCE`)."""
-        if dialogue is None:
-            raise RuntimeError("call reset() before step()")
-        if dialogue.done:
-            raise RuntimeError("the episode has ended: call reset() before step()")
-        if not isinstance(action, str):
-            raise TypeError(f"{where} must be the defender's reply as a str, got {action!r}")
-        surrogate = _SURROGATE.search(action)
-        if surrogate:
-            raise ValueError(
-                f"{where} holds a lone surrogate U+{ord(surrogate.group()):04X} at index "
-                f"{surrogate.start()}: not valid Unicode text"
-            )
-        return action if action.strip() else EMPTY_UTTERANCE
 
     def reseed(self, seed: int | None) -> None:
         """Re-seed the adversary (its `reseed`, when it has one) from a reset's seed, so the
