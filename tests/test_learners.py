@@ -71,6 +71,13 @@ class _UppercaseJudge:
         return JudgeOutput(np.asarray(p))
 
 
+def logprob_sums(learner, rollout) -> np.ndarray:
+    """Each dialogue's summed logprob of its sampled tokens under the learner's policy now."""
+    with torch.no_grad():
+        out, _ = learner.policy.evaluate_batch(rollout.to_batch(), temperature=1.0)
+    return out.sum(1).numpy()
+
+
 @pytest.mark.parametrize(("learner_cls", "config_cls"), LEARNERS)
 def test_one_update_moves_logprobs_with_the_reward(tiny_lm_dir, learner_cls, config_cls):
     """Policy-gradient sign check: after one update on a rollout, the utterances that earned
@@ -91,14 +98,9 @@ def test_one_update_moves_logprobs_with_the_reward(tiny_lm_dir, learner_cls, con
     dialogues = list(range(rollout.num_dialogues))
     segments = rollout.segments_of(dialogues)
 
-    def logprobs():
-        with torch.no_grad():
-            out, _ = learner.policy.evaluate_batch(rollout.to_batch(), temperature=1.0)
-        return out.sum(1).numpy()
-
-    before = logprobs()
+    before = logprob_sums(learner, rollout)
     learner.train(rollout)
-    moved = logprobs() - before
+    moved = logprob_sums(learner, rollout) - before
     rewards = np.array([s.reward for s in segments])
     assert rewards.std() > 0
     assert np.corrcoef(rewards, moved)[0, 1] > 0.5

@@ -174,8 +174,7 @@ def test_a_jsonl_file_of_prompts(tmp_path, kwargs):
 def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
     """The learners train the defender as they train the adversary: after one update on a
     rollout of SafeDialogue-v0, the replies the judge found safer became likelier."""
-    import torch
-    from test_learners import _UppercaseJudge, tiny_config
+    from test_learners import _UppercaseJudge, logprob_sums, tiny_config
 
     from agents import LEARNERS
 
@@ -197,14 +196,9 @@ def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
     rollout = learner.collect_rollout()
     assert all(s.text and s.reward <= 0 for s in rollout.segments)  # the replies, log(1 - p)
 
-    def logprobs():
-        with torch.no_grad():
-            out, _ = learner.policy.evaluate_batch(rollout.to_batch(), temperature=1.0)
-        return out.sum(1).numpy()
-
-    before = logprobs()
+    before = logprob_sums(learner, rollout)
     learner.train(rollout)
-    moved = logprobs() - before
+    moved = logprob_sums(learner, rollout) - before
     rewards = np.array([s.reward for s in rollout.segments_of(range(16))])
     assert rewards.std() > 0
     assert np.corrcoef(rewards, moved)[0, 1] > 0.5

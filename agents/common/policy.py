@@ -217,31 +217,6 @@ class ActorCritic(nn.Module):
         finally:
             self.train(was_training)
 
-    def evaluate(
-        self,
-        prompts: Sequence[Sequence[int]],
-        responses: Sequence[Sequence[int]],
-        *,
-        temperature: float = 1.0,
-        with_values: bool = True,
-        full: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Logprobs (and values) of `responses` given `prompts`, right-padded `[N, T]`.
-
-        Returns `(logprobs, values, mask)`; position t of a row scores response token t
-        from the hidden state just before it. With `full`, logprobs are the whole
-        next-token distributions `[N, T, vocab]`.
-        """
-        return response_logprobs(
-            self.actor,
-            prompts,
-            responses,
-            pad_token_id=self.tokenizer.pad_token_id,
-            temperature=temperature,
-            value_head=self.value if with_values else None,
-            full=full,
-        )
-
 
 def final_hidden(
     model: PreTrainedModel,
@@ -355,7 +330,10 @@ def response_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One forward pass over `prompt + response` rows (left padded); the response tokens'
     logprobs under `model` (and `value_head` of the states that produced them). With `full`,
-    the whole next-token log-distribution at each response position, `[N, T, vocab]`."""
+    the whole next-token log-distribution at each response position, `[N, T, vocab]`.
+
+    One pass per utterance, as learners scored rollouts before a dialogue became one sequence:
+    the tests hold `evaluate_batch` and the rollout's reference pass to it."""
     rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
     device = next(model.parameters()).device
     input_ids, attention_mask = left_pad(rows, pad_token_id, device)
