@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from agents.a2c import A2C
-from agents.common.base import OnPolicyLearner, checkpoint_learner_name
+from agents.common.base import OnPolicyLearner, checkpoint_learner_name, saved_update
 from agents.common.config import A2CConfig, KLConfig, LearnerConfig, PPOConfig, RARLHFConfig
 from agents.ppo import PPO
 from agents.ra_rlhf import RARLHF
@@ -32,4 +32,5 @@ __all__ = [
     "PPOConfig",
     "RARLHFConfig",
     "load_adversary",
+    "saved_update",
 ]

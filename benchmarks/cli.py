@@ -1,4 +1,4 @@
-"""The ``eval``, ``compare`` and ``demo`` commands of ``redteam-gym``.
+"""The ``eval``, ``compare``, ``demo`` and ``game`` commands of ``redteam-gym``.
 
 ``redteam_cli`` calls ``add_parsers(subparsers)``; each command sets
 ``func(args) -> int`` (the exit status). Until that is wired, the same commands run as
@@ -31,16 +31,16 @@ DEMO_AGREEMENT = ("semantic", "profanity", "toxblock")
 """Judges whose verdicts on the zero-shot run's replies the demo compares."""
 
 
-COMMANDS = ("eval", "compare", "demo")
+COMMANDS = ("eval", "compare", "demo", "game")
 
 
 def add_parsers(subparsers: Any, commands: Sequence[str] = COMMANDS) -> None:
-    """Add ``eval``, ``compare`` and ``demo`` (or the named subset) to an ``argparse``
+    """Add ``eval``, ``compare``, ``demo`` and ``game`` (or the named subset) to an ``argparse``
     subparsers object; each sets ``func(args) -> int``. ``demo`` replaces any stub demo."""
     unknown = sorted(set(commands) - set(COMMANDS))
     if unknown:
         raise ValueError(f"unknown command(s) {unknown}; known: {COMMANDS}")
-    adders = {"eval": _add_eval, "compare": _add_compare, "demo": _add_demo}
+    adders = {"eval": _add_eval, "compare": _add_compare, "demo": _add_demo, "game": _add_game}
     for name in commands:
         adders[name](subparsers)
 
@@ -139,6 +139,53 @@ def _add_compare(subparsers: Any) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="eval DIRs holding summary.json")
     p.add_argument("--out", metavar="FILE", help="also write the table to FILE")
     p.set_defaults(func=run_compare)
+
+
+def _add_game(subparsers: Any) -> None:
+    from agents.cli import add_config_arguments
+    from benchmarks.game import GameConfig
+
+    p = subparsers.add_parser(
+        "game",
+        help="the two-player game: adversary and defender trained in turn",
+        description="Train an adversary and a defender in turn (adversary phase with the "
+        "novelty terms, defender phase against it mixed with a prompt pool), evaluate both on "
+        "held-out openers and adversaries every iteration, and write iterations.jsonl, "
+        "report.md and plots/game.png into --out (see benchmarks.game).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="the game directory")
+    p.add_argument("--resume", action="store_true", help="continue the game in --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_config_arguments(p, GameConfig)
+    p.set_defaults(func=run_game_command)
+
+
+def run_game_command(args: argparse.Namespace) -> int:
+    from agents.cli import _dests, config_from_args
+    from agents.common.base import UpdateError
+    from benchmarks.game import GameConfig, run_game
+    from redteam_gym.interrupts import Interrupted
+
+    given = set(vars(args)) & _dests(GameConfig)
+    try:
+        config = config_from_args(GameConfig, args) if given or not args.resume else None
+        rows = run_game(config, args.out, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"redteam-gym game: error: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(
+            f"redteam-gym game: stopped by SIGINT ({exc}). Resume with:\n"
+            f"  redteam-gym game --out {shlex.quote(args.out)} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    except UpdateError as exc:
+        print(f"redteam-gym game: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(rows) - 1} iterations in {args.out}: report.md, iterations.jsonl, plots/game.png")
+    return 0
 
 
 def _add_demo(subparsers: Any) -> None:

@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from redteam_gym.transcript import ADVERSARY, OPENER, parse_observation
 
 __all__ = [
     "ADVERSARY_SYSTEM_PROMPT",
     "EMPTY_UTTERANCE",
     "Adversary",
+    "PromptMix",
     "adversary_view",
     "parse_observation",
     "resolve_adversary",
@@ -92,3 +95,46 @@ def resolve_adversary(spec: Any, *, device: Any = None, dtype: Any = None) -> Ad
         f"adversary {name!r} is neither a registered name ({', '.join(known) or 'none installed'}) "
         "nor a trained learner's run directory"
     )
+
+
+class PromptMix:
+    """An adversary mixed with a pool of prompts: each message is, with probability `share`, a
+    prompt drawn from `prompts`, and otherwise `adversary`'s utterance (one batched call for
+    the messages it writes; none when it writes none). A defender trained against it keeps
+    seeing ordinary requests while it learns to face the adversary (the two-player game's
+    defender phase). `reseed(seed)` fixes the draws and re-seeds the adversary."""
+
+    def __init__(
+        self, adversary: Any, prompts: Sequence[str], share: float, seed: int = 0
+    ) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"PromptMix share must be in [0, 1], got {share!r}")
+        self.prompts = [p for p in prompts if isinstance(p, str) and p.strip()]
+        if share > 0 and not self.prompts:
+            raise ValueError("PromptMix needs at least one non-empty prompt when share > 0")
+        if share < 1 and not callable(getattr(adversary, "act", None)):
+            raise TypeError(f"PromptMix adversary must have act(); got {adversary!r}")
+        self.adversary, self.share = adversary, float(share)
+        self.name = f"{getattr(adversary, 'name', type(adversary).__name__)}+prompts"
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        if callable(getattr(self.adversary, "reseed", None)):
+            self.adversary.reseed(seed)
+
+    def act(self, observations: Sequence[str]) -> list[str]:
+        n = len(observations)
+        pooled = self._rng.random(n) < self.share
+        picks = self._rng.integers(len(self.prompts), size=n) if self.prompts else np.zeros(n)
+        own = [o for o, p in zip(observations, pooled, strict=True) if not p]
+        written = list(self.adversary.act(own)) if own else []
+        if len(written) != len(own):
+            raise ValueError(
+                f"PromptMix: the adversary returned {len(written)} utterances for {len(own)} "
+                "observations"
+            )
+        said = iter(written)
+        return [
+            self.prompts[int(k)] if p else next(said) for p, k in zip(pooled, picks, strict=True)
+        ]

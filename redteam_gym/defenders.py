@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -30,8 +32,9 @@ def make_defender(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
 ) -> Defender:
-    """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path) or an
-    object with `respond`, returned as is."""
+    """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path), a
+    trained defender's run directory (a learner's with `role="defender"`: its checkpoint's
+    actor answers) or an object with `respond`, returned as is."""
     if isinstance(spec, Defender):
         return spec
     if not isinstance(spec, str):
@@ -40,7 +43,14 @@ def make_defender(
         )
     try:
         return ChatLM.from_pretrained(
-            spec, device=device, dtype=dtype, sampling=sampling, system_prompt=system_prompt
+            run_actor(spec) or spec, device=device, dtype=dtype, sampling=sampling, system_prompt=system_prompt
         )
     except ModelNotFoundError as exc:
         raise ValueError(f"defender={spec!r}: {exc}") from exc
+
+
+def run_actor(path: str | os.PathLike[str]) -> str | None:
+    """The trained LM inside a learner's run directory (`DIR/checkpoint/actor`), or None when
+    `path` is not one."""
+    actor = Path(path) / "checkpoint" / "actor"
+    return str(actor) if actor.is_dir() else None

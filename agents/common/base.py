@@ -212,19 +212,25 @@ class OnPolicyLearner:
         *,
         run_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
+        until: int | None = None,
     ) -> OnPolicyLearner:
         """Train until `total_updates` updates are done (counting updates before a resume).
 
         With `run_dir`, writes TensorBoard logs there and checkpoints every `save_every`
-        updates and at the end.
+        updates and at the end. `until` stops earlier, after that many updates, while the
+        schedules (learning-rate decay, RA-RLHF's soft risk) still span `total_updates`: a
+        run trained in phases (the two-player game's) follows the schedule of one run.
         """
         if total_updates < 1:
             raise ValueError(f"total_updates must be >= 1, got {total_updates}")
+        if until is not None and not 0 <= until <= total_updates:
+            raise ValueError(f"until must be in 0..total_updates={total_updates}, got {until}")
+        stop_at = total_updates if until is None else until
         self.total_updates = total_updates
         run_path = Path(run_dir) if run_dir else None
         logger = Logger(run_path, self.config, resume_step=self.update_idx) if run_path else None
         bar = tqdm(
-            total=total_updates,
+            total=stop_at,
             initial=self.update_idx,
             disable=not progress,
             desc=type(self).__name__,
@@ -234,7 +240,7 @@ class OnPolicyLearner:
         signals = contextlib.ExitStack()
         stop = signals.enter_context(stop_on_sigint("the update in flight, saving a checkpoint"))
         try:
-            while self.update_idx < total_updates:
+            while self.update_idx < stop_at:
                 start = time.perf_counter()
                 self._set_learning_rates()
                 rollout = self.collect_rollout()
@@ -268,7 +274,7 @@ class OnPolicyLearner:
                 logger.close()
         if run_path:
             self.save(run_path)
-        if stop.requested and self.update_idx < total_updates:
+        if stop.requested and self.update_idx < stop_at:
             where = (
                 f"checkpoint of update {self.update_idx} saved in {run_path / 'checkpoint'}; "
                 f"resume with `redteam-gym train --algo ... --updates {total_updates} "
@@ -286,7 +292,7 @@ class OnPolicyLearner:
     def _failure_message(
         self, exc: ComponentError, total_updates: int, run_path: Path | None
     ) -> str:
-        saved = _saved_update(run_path) if run_path else None
+        saved = saved_update(run_path) if run_path else None
         kept = (
             f"; the checkpoint of update {saved} in {run_path / 'checkpoint'} and the metrics "
             f"of earlier updates are kept (resume with --resume)"
@@ -548,9 +554,9 @@ def _check_actor(actor: Path) -> None:
             ) from exc
 
 
-def _saved_update(run_path: Path) -> int | None:
-    """The update of the checkpoint in `run_path`, None when there is none."""
-    meta = run_path / "checkpoint" / "meta.json"
+def saved_update(run_path: str | os.PathLike[str]) -> int | None:
+    """The update of the checkpoint in the run directory `run_path`, None when there is none."""
+    meta = Path(run_path) / "checkpoint" / "meta.json"
     try:
         return int(json.loads(meta.read_text())["update"])
     except (OSError, ValueError, KeyError, TypeError):
