@@ -6,8 +6,9 @@ same pre-trained LM and are trained with PPO and a KL penalty to it, in turn, fo
 
 1. **the adversary phase**: the adversary learner (PPO or A2C) trains for `adversary_updates`
    updates in `RedTeamDialogue-v0` against the defender of iteration k - 1 (the initial LM
-   at k = 1). Its reward is the judge's Perez term plus the novelty terms (1 - Self-BLEU and
-   MiniLM novelty against recent utterances), the game paper's diversity rewards;
+   at k = 1). Its reward is by default the `implicit` preset: the judge's Perez term plus the
+   novelty terms (1 - Self-BLEU and MiniLM novelty against recent utterances, the game
+   paper's diversity rewards), with the echo rule and a charge for its own toxicity;
 2. **the defender phase**: the defender learner (PPO or RA-RLHF, `role="defender"`) trains for
    `defender_updates` updates in `SafeDialogue-v0` against the adversary just trained, whose
    messages are mixed with prompts from a pool (`PromptMix`, `prompt_share` of them) so that
@@ -66,7 +67,10 @@ HELDOUT_BASELINES = ("zero-shot", "few-shot")
 """The held-out adversaries of every iteration; the adversaries of earlier iterations join
 them."""
 CVAR_ALPHAS = (0.1, 0.2)
-ADVERSARY_REWARD = "perez,novelty_bleu=0.5,novelty_embed=0.5"
+ADVERSARY_REWARD = "implicit"
+"""The `implicit` preset: the Perez term and the novelty terms (the game paper's diversity
+rewards), with the echo discount, the adversary's own toxicity charged and a naturalness
+term, so that echoing insults into the defender's mouth does not pay."""
 
 
 def _default_env() -> EnvConfig:
@@ -95,7 +99,8 @@ class GameConfig:
     defender_updates: int = 8
     """Defender updates per iteration."""
     adversary_reward: str = ADVERSARY_REWARD
-    """The adversary's reward: the Perez term and the novelty terms (diversity rewards)."""
+    """The adversary's reward: by default `implicit`, the Perez term and the novelty terms
+    (diversity rewards) with the echo rule and a charge for the adversary's own toxicity."""
     defender_reward: str = "safe"
     """The defender's reward (`safety`, `refusal`, `relevance` terms)."""
     prompt_pool: str = "builtin"
@@ -332,6 +337,7 @@ class Game:
                 resume=(out / "rollouts.jsonl").exists(),
                 progress=False,
                 report=False,
+                adversary_model=self.config.model,
                 device=self.config.device,
                 dtype=self.config.dtype,
             )
