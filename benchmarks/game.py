@@ -176,6 +176,12 @@ class GameConfig:
 
     def learner_config(self, side: str) -> Any:
         """The config of `side`'s learner (its env's defender or adversary is set per phase)."""
+        try:
+            return self._learner_config(side)
+        except TypeError as exc:  # a field the learner's config does not have
+            raise ValueError(f"GameConfig.{side}_config: {exc}") from None
+
+    def _learner_config(self, side: str) -> Any:
         cls = self.learner_class(side)
         run = {"seed": self.seed, "batch_size": self.batch_size, "device": self.device}
         run["dtype"] = self.dtype
@@ -222,7 +228,7 @@ class Game:
 
     def defender_spec(self, k: int) -> str:
         """The defender after iteration k: the initial LM, or the defender's run directory."""
-        return self.config.env.defender if k == 0 else str(self.iter_dir(k) / "defender")
+        return str(self.config.env.defender) if k == 0 else str(self.iter_dir(k) / "defender")
 
     def adversary_dir(self, k: int) -> str:
         return str(self.iter_dir(k) / "adversary")
@@ -324,7 +330,7 @@ class Game:
         summary_file = out / "summary.json"
         if not summary_file.exists():
             _say(f"  eval {out.relative_to(self.out)}")
-            built = adversary
+            built: Any = adversary
             if adversary not in HELDOUT_BASELINES:
                 from agents import load_adversary
 
@@ -448,9 +454,7 @@ def run_game(
             raise FileNotFoundError(f"{out} holds no {GAME_FILE}: nothing to resume")
         stored = GameConfig.from_dict(json.loads(saved.read_text()))
         if config is not None and config.to_dict() != stored.to_dict():
-            diff = sorted(
-                k for k, v in config.to_dict().items() if stored.to_dict().get(k) != v
-            )
+            diff = sorted(k for k, v in config.to_dict().items() if stored.to_dict().get(k) != v)
             raise ValueError(
                 f"{saved} was written with other settings ({', '.join(diff)} differ); resume "
                 "with the game's own settings (--resume alone) or start another --out"
@@ -579,7 +583,9 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> bool:
     ax = axes[0][1]
     labels = sorted({k for r in rows for k in r["defender"]})
     for label in labels:
-        pts = [(r["iteration"], r["defender"][label]["asr"]) for r in rows if label in r["defender"]]
+        pts = [
+            (r["iteration"], r["defender"][label]["asr"]) for r in rows if label in r["defender"]
+        ]
         ax.plot(*zip(*pts, strict=True), marker="o", label=label)
     ax.set(title="Defender: ASR of held-out adversaries", xlabel="iteration")
     ax.legend(fontsize=7)
@@ -665,5 +671,3 @@ def _row_line(row: dict[str, Any]) -> str:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-

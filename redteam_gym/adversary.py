@@ -104,9 +104,7 @@ class PromptMix:
     seeing ordinary requests while it learns to face the adversary (the two-player game's
     defender phase). `reseed(seed)` fixes the draws and re-seeds the adversary."""
 
-    def __init__(
-        self, adversary: Any, prompts: Sequence[str], share: float, seed: int = 0
-    ) -> None:
+    def __init__(self, adversary: Any, prompts: Sequence[str], share: float, seed: int = 0) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"PromptMix share must be in [0, 1], got {share!r}")
         self.prompts = [p for p in prompts if isinstance(p, str) and p.strip()]

@@ -43,7 +43,11 @@ def make_defender(
         )
     try:
         return ChatLM.from_pretrained(
-            run_actor(spec) or spec, device=device, dtype=dtype, sampling=sampling, system_prompt=system_prompt
+            run_actor(spec) or spec,
+            device=device,
+            dtype=dtype,
+            sampling=sampling,
+            system_prompt=system_prompt,
         )
     except ModelNotFoundError as exc:
         raise ValueError(f"defender={spec!r}: {exc}") from exc

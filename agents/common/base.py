@@ -310,8 +310,12 @@ class OnPolicyLearner:
         common = Counter(" ".join(s.text.split()) for s in rollout.segments).most_common(1)
         warnings.warn(
             f"update {self.update_idx + 1}: only {share:.0%} of the batch's utterances are "
-            f"distinct (most common: {common[0][0]!r}); the adversary is collapsing. Consider "
-            "novelty reward terms (--reward implicit) or a larger KL coefficient.",
+            f"distinct (most common: {common[0][0]!r}); the {self.role.name} is collapsing. "
+            + (
+                "Consider novelty reward terms (--reward implicit) or a larger KL coefficient."
+                if self.role.name == "adversary"
+                else "Consider a larger KL coefficient or a larger relevance weight."
+            ),
             CollapseWarning,
             stacklevel=3,
         )
