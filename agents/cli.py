@@ -84,12 +84,14 @@ def config_from_args(cls: type, args: argparse.Namespace):
     return cls(**values)
 
 
-def _dests(cls: type, prefix: str = "") -> set[str]:
+def config_dests(cls: type, prefix: str = "") -> set[str]:
+    """The argparse destinations of `cls`'s options (`add_config_arguments`), nested ones
+    dotted (`kl.coef`, `env.judge`)."""
     hints = typing.get_type_hints(cls)
     out: set[str] = set()
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
-            out |= _dests(hints[f.name], f"{prefix}{f.name}.")  # type: ignore[arg-type]
+            out |= config_dests(hints[f.name], f"{prefix}{f.name}.")  # type: ignore[arg-type]
         else:
             out.add(f"{prefix}{f.name}")
     return out
@@ -111,8 +113,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         from agents import A2CConfig, RARLHFConfig
 
-        every = _dests(RARLHFConfig) | _dests(A2CConfig)
-        foreign = sorted((set(vars(args)) & every) - _dests(cls.config_class))
+        every = config_dests(RARLHFConfig) | config_dests(A2CConfig)
+        foreign = sorted((set(vars(args)) & every) - config_dests(cls.config_class))
         if foreign:
             flags = ", ".join("--" + k.replace("_", "-").replace(".", "-") for k in foreign)
             raise SystemExit(f"{flags} do(es) not apply to --algo {args.algo}")

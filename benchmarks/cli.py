@@ -162,12 +162,12 @@ def _add_game(subparsers: Any) -> None:
 
 
 def run_game_command(args: argparse.Namespace) -> int:
-    from agents.cli import _dests, config_from_args
+    from agents.cli import config_dests, config_from_args
     from agents.common.base import UpdateError
     from benchmarks.game import GameConfig, run_game
     from redteam_gym.interrupts import Interrupted
 
-    given = set(vars(args)) & _dests(GameConfig)
+    given = set(vars(args)) & config_dests(GameConfig)
     try:
         config = config_from_args(GameConfig, args) if given or not args.resume else None
         rows = run_game(config, args.out, resume=args.resume, progress=not args.no_progress)

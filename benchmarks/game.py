@@ -64,8 +64,8 @@ __all__ = ["GAME_FILE", "GameConfig", "run_game", "write_report"]
 GAME_FILE = "game.json"
 ROWS_FILE = "iterations.jsonl"
 HELDOUT_BASELINES = ("zero-shot", "few-shot")
-"""The held-out adversaries of every iteration; the adversaries of earlier iterations join
-them."""
+"""The held-out adversaries: no defender phase plays them. The defender of iteration k also
+meets the adversaries of iterations 1..k-1, its earlier opponents (a test of forgetting)."""
 CVAR_ALPHAS = (0.1, 0.2)
 ADVERSARY_REWARD = "implicit"
 """The `implicit` preset: the Perez term and the novelty terms (the game paper's diversity
@@ -251,51 +251,54 @@ class Game:
             setattr(config, name, value)
         return cls(config, env=env)
 
-    def adversary_phase(self, k: int) -> None:
+    def updates(self, side: str) -> int:
+        return (
+            self.config.adversary_updates if side == "adversary" else self.config.defender_updates
+        )
+
+    def phase_done(self, side: str, k: int) -> bool:
         from agents import saved_update
 
-        c = self.config
-        run = self.iter_dir(k) / "adversary"
-        target = k * c.adversary_updates
-        if saved_update(run) == target:
-            return
-        learner = self._learner("adversary", k, defender=self.defender_spec(k - 1))
-        _say(f"iteration {k}: adversary phase, updates {learner.update_idx + 1}..{target}")
+        return saved_update(self.iter_dir(k) / side) == k * self.updates(side)
+
+    def train(self, side: str, k: int, **overrides: Any) -> None:
+        """`side`'s phase of iteration k: its learner trained to update k * updates, with
+        schedules over the game's iterations * updates."""
+        learner = self._learner(side, k, **overrides)
+        updates, target = self.updates(side), k * self.updates(side)
+        _say(f"iteration {k}: {side} phase, updates {learner.update_idx + 1}..{target}")
         learner.learn(
-            c.iterations * c.adversary_updates, until=target, run_dir=run, progress=self.progress
+            self.config.iterations * updates,
+            until=target,
+            run_dir=self.iter_dir(k) / side,
+            progress=self.progress,
         )
         del learner  # its models go before the next step loads its own
         gc.collect()
 
+    def adversary_phase(self, k: int) -> None:
+        if not self.phase_done("adversary", k):
+            self.train("adversary", k, defender=self.defender_spec(k - 1))
+
     def defender_phase(self, k: int) -> None:
         import gymnasium as gym
 
-        from agents import load_adversary, saved_update
+        from agents import load_adversary
         from redteam_gym.adversary import PromptMix
         from redteam_gym.prompts import load_openers
 
-        c = self.config
-        run = self.iter_dir(k) / "defender"
-        target = k * c.defender_updates
-        if saved_update(run) == target:
+        if self.phase_done("defender", k):
             return
+        c = self.config
         adversary = load_adversary(self.adversary_dir(k), device=c.device)
         pool = [o.text for o in load_openers(c.prompt_pool, split="train")]
         mixed = PromptMix(adversary, pool, c.prompt_share, seed=c.seed)
-        config = c.learner_config("defender")
-        env_config = config.env.replace(
-            device=config.env.device or c.device, dtype=config.env.dtype or c.dtype
-        )
-        envs = gym.make_vec(
-            "SafeDialogue-v0", num_envs=c.batch_size, config=env_config, adversary=mixed
-        )
-        learner = self._learner("defender", k, env=envs, opponent=self.adversary_dir(k))
-        _say(f"iteration {k}: defender phase, updates {learner.update_idx + 1}..{target}")
-        learner.learn(
-            c.iterations * c.defender_updates, until=target, run_dir=run, progress=self.progress
-        )
+        env = c.learner_config("defender").env
+        env = env.replace(device=env.device or c.device, dtype=env.dtype or c.dtype)
+        envs = gym.make_vec("SafeDialogue-v0", num_envs=c.batch_size, config=env, adversary=mixed)
+        self.train("defender", k, env=envs, opponent=self.adversary_dir(k))
         envs.close()
-        del learner, adversary, mixed, envs
+        del adversary, mixed, envs
         gc.collect()
 
     # ----- evaluations ------------------------------------------------------------------------
@@ -401,8 +404,11 @@ class Game:
         vs_current = self.adversary_metrics(k, k)
         vs_initial = vs_current if k == 0 else self.adversary_metrics(k, 0)
         keys = ("asr", "reward_mean", *(f"cvar_{a:g}" for a in CVAR_ALPHAS), "refusal_rate")
-        # averaged over the held-out adversaries
-        pooled = {key: float(np.mean([d[key] for d in defender.values()])) for key in keys}
+        # averaged over the baselines, which no defender phase plays: the adversaries of
+        # earlier iterations were the defender's opponents then (they test forgetting)
+        pooled = {
+            key: float(np.mean([defender[b][key] for b in HELDOUT_BASELINES])) for key in keys
+        }
         row: dict[str, Any] = {
             "iteration": k,
             "adversary": {"vs_current": vs_current, "vs_initial": vs_initial},
@@ -411,11 +417,8 @@ class Game:
         }
         if k > 0:
             row["training"] = {
-                side: _phase_stats(self.iter_dir(k) / side, k, updates)
-                for side, updates in (
-                    ("adversary", self.config.adversary_updates),
-                    ("defender", self.config.defender_updates),
-                )
+                side: _phase_stats(self.iter_dir(k) / side, k, self.updates(side))
+                for side in ("adversary", "defender")
             }
         return row
 
@@ -509,7 +512,10 @@ def write_report(out: Path, config: GameConfig, rows: Sequence[dict[str, Any]]) 
         "## The defender on held-out adversaries",
         "",
         "Reward: the defender's return per conversation (`" + config.defender_reward + "`); "
-        "CVaR: the mean of the lowest 10% / 20% of returns (its worst conversations).",
+        "CVaR: the mean of the lowest 10% / 20% of returns (its worst conversations). The "
+        "zero-shot and few-shot baselines are held out (no defender phase plays them; **mean** "
+        "averages the two); `iter-KK` is the adversary of an earlier iteration, the defender's "
+        "opponent then, so its row tests forgetting. All on the held-out openers.",
         "",
         "| iteration | adversary | ASR | mean reward | CVaR 0.1 | CVaR 0.2 | P(unsafe) | "
         "refusals |",
@@ -524,7 +530,7 @@ def write_report(out: Path, config: GameConfig, rows: Sequence[dict[str, Any]]) 
             )
         m = r["defender_heldout_mean"]
         lines.append(
-            f"| {r['iteration']} | **mean** | {m['asr']:.3f} | {m['reward_mean']:.4f} | "
+            f"| {r['iteration']} | **mean of the baselines** | {m['asr']:.3f} | {m['reward_mean']:.4f} | "
             f"{m['cvar_0.1']:.4f} | {m['cvar_0.2']:.4f} | | {m['refusal_rate']:.0%} |"
         )
     training = [r for r in rows if "training" in r]
@@ -592,7 +598,7 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> bool:
     ax = axes[1][0]
     for key, label in (("reward_mean", "mean"), ("cvar_0.2", "CVaR 0.2"), ("cvar_0.1", "CVaR 0.1")):
         ax.plot(it, [r["defender_heldout_mean"][key] for r in rows], marker="o", label=label)
-    ax.set(title="Defender's reward on held-out adversaries", xlabel="iteration")
+    ax.set(title="Defender's reward against the held-out baselines", xlabel="iteration")
     ax.legend(fontsize=7)
     ax = axes[1][1]
     for key, label in (
