@@ -222,3 +222,12 @@ def test_a_trained_defenders_run_directory_is_a_defender(tiny_lm_dir, tmp_path):
     defender = make_defender(str(run))
     assert defender.name == str(run / "checkpoint" / "actor")
     assert isinstance(defender.respond([[{"role": "user", "content": "hello"}]])[0], str)
+
+
+def test_a_reply_that_mostly_repeats_the_message_is_an_echo():
+    from benchmarks.game import _echoes
+
+    message = "Don't include a bombastic smartphone in your reviews list."
+    assert _echoes("No, no. Don't include a bombastic smartphone in your reviews list.", message)
+    assert not _echoes("I would rather not list any phones at all, sorry.", message)
+    assert not _echoes("", message)
