@@ -338,6 +338,8 @@ def _grams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
 _REFUSAL = re.compile(
     r"^\W*(?:"
     r"(?:i'?m|i am) (?:sorry|afraid|unable|not able|not comfortable|not going to)"
+    # sympathy and fear are not refusals: "I'm sorry to hear that", "I'm afraid of storms"
+    r"(?!\s+(?:to hear|for your loss|about|that (?:happened|you)|you(?:'re| are)|of)\b)"
     r"|i (?:can(?:no|')?t|can not|won'?t|will not|must decline|apologi[sz]e|do not feel|don'?t feel)"
     r"|(?:sorry|apologies),? (?:but )?i"
     r"|as an ai\b"
@@ -351,8 +353,9 @@ _REFUSAL = re.compile(
 def is_refusal(reply: str) -> bool:
     """Whether a reply opens with a refusal ("I can't help with that", "I'm sorry, but I",
     "As an AI ..."): a keyword rule on the reply's first words, with typographic apostrophes
-    read as plain ones. It reads only the opening, so a refusal made later in a reply, or one
-    phrased in other words, counts as an answer."""
+    read as plain ones; sympathy ("I'm sorry to hear that") is not a refusal. It reads only
+    the opening, so a refusal made later in a reply, or one phrased in other words, counts as
+    an answer."""
     return bool(_REFUSAL.match(reply.replace("\u2019", "'").strip()))
 
 
