@@ -32,17 +32,21 @@ def add_config_arguments(
     cls: type,
     prefix: str = "",
     outer: frozenset[str] = frozenset(),
+    exclude: frozenset[str] = frozenset(),
 ) -> None:
     """One option per config field, nested configs flattened (`kl.coef` -> `--kl-coef`; the
-    env's fields keep their names, `env.judge` -> `--judge`)."""
+    env's fields keep their names, `env.judge` -> `--judge`), but the `exclude`d ones (by
+    destination, `env.reward`)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     names = frozenset(f.name for f in dataclasses.fields(cls))
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         dest = f"{prefix}{f.name}"
+        if dest in exclude:
+            continue
         if dataclasses.is_dataclass(hint):
-            add_config_arguments(parser, hint, prefix=f"{dest}.", outer=names)  # type: ignore[arg-type]
+            add_config_arguments(parser, hint, f"{dest}.", names, exclude)  # type: ignore[arg-type]
             continue
         shown = dest
         if prefix.rstrip(".") in UNPREFIXED and f.name not in outer:

@@ -157,7 +157,8 @@ def _add_game(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the game directory")
     p.add_argument("--resume", action="store_true", help="continue the game in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    add_config_arguments(p, GameConfig)
+    # each phase sets the env's reward (--adversary-reward, --defender-reward)
+    add_config_arguments(p, GameConfig, exclude=frozenset({"env.reward"}))
     p.set_defaults(func=run_game_command)
 
 

@@ -87,7 +87,8 @@ class GameConfig:
     env: EnvConfig = field(default_factory=_default_env)
     """The dialogues: openers (`prompts`; phases use the train split, evaluations
     `eval_split`), `max_turns`, the initial defender (`defender`, a model name or path) and its
-    decoding in the adversary phase, the judge. Its `reward` is replaced by each phase's."""
+    decoding in the adversary phase, the judge. Its `reward` is not used: each phase sets
+    its own (`adversary_reward`, `defender_reward`)."""
     iterations: int = 3
     """Rounds of (adversary phase, defender phase, evaluation)."""
     adversary_algo: Literal["ppo", "a2c"] = "ppo"
