@@ -63,6 +63,7 @@ __all__ = ["GAME_FILE", "GameConfig", "run_game", "write_report"]
 
 GAME_FILE = "game.json"
 ROWS_FILE = "iterations.jsonl"
+ROLLOUTS = "rollouts.jsonl"
 HELDOUT_BASELINES = ("zero-shot", "few-shot")
 """The held-out adversaries: no defender phase plays them. The defender of iteration k also
 meets the adversaries of iterations 1..k-1, its earlier opponents (a test of forgetting)."""
@@ -396,7 +397,23 @@ class Game:
             "refusal_rate": float(np.mean([is_refusal(t["defender"]) for t in turns])),
             "echo_rate": float(np.mean([_echoes(t["defender"], t["adversary"]) for t in turns])),
             "samples": _samples(records),
+            **(self.gain(records, label) if k > 0 and label in HELDOUT_BASELINES else {}),
         }
+
+    def gain(self, records: Sequence[dict[str, Any]], label: str) -> dict[str, Any]:
+        """The defender's gain over the initial one against the same held-out adversary:
+        both played the same conversations (openers, seeds, and so the same adversary
+        messages), so the gain is paired by conversation, with 95% bootstrap intervals."""
+        from benchmarks.records import read_rollouts
+
+        initial = read_rollouts(self.iter_dir(0) / "eval" / f"defender-vs-{label}" / ROLLOUTS)
+        pairs = {r["rollout"]: r for r in initial}
+        if sorted(pairs) != sorted(r["rollout"] for r in records):
+            return {}
+        now = np.asarray([r["return"] for r in records])
+        before = np.asarray([pairs[r["rollout"]]["return"] for r in records])
+        same = np.mean([_messages(r) == _messages(pairs[r["rollout"]]) for r in records])
+        return {"gain": _paired_gain(now, before, seed=self.config.seed), "same_messages": same}
 
     def row(self, k: int) -> dict[str, Any]:
         """Iteration k's metrics (k = 0: the initial players)."""
@@ -543,6 +560,27 @@ def write_report(out: Path, config: GameConfig, rows: Sequence[dict[str, Any]]) 
             f"{m['cvar_0.1']:.4f} | {m['cvar_0.2']:.4f} | | {m['refusal_rate']:.0%} | "
             f"{m['echo_rate']:.0%} |"
         )
+    gains = [(r["iteration"], label, d) for r in rows for label, d in r["defender"].items()]
+    gains = [g for g in gains if "gain" in g[2]]
+    if gains:
+        lines += [
+            "",
+            "Gain over the initial defender against the same baseline: the same conversations "
+            "(openers, seeds, adversary messages; `same` is the share whose messages match), "
+            "paired, with 95% bootstrap intervals over conversations.",
+            "",
+            "| iteration | adversary | same | mean reward gain | CVaR 0.1 gain | CVaR 0.2 gain |",
+            "|---:|---|---:|---:|---:|---:|",
+        ]
+        for k, label, d in gains:
+            g = d["gain"]
+            cells = [
+                f"{g[m]:+.4f} [{g[m + '_ci'][0]:+.3f}, {g[m + '_ci'][1]:+.3f}]"
+                for m in ("reward_mean", "cvar_0.1", "cvar_0.2")
+            ]
+            lines.append(
+                f"| {k} | {label} | {d['same_messages']:.0%} | " + " | ".join(cells) + " |"
+            )
     training = [r for r in rows if "training" in r]
     if training:
         lines += [
@@ -647,6 +685,30 @@ def _phase_stats(run: Path, k: int, updates: int) -> dict[str, float]:
         "kl": mean("objective/kl"),
         "unique_share": mean("diversity/unique_share"),
     }
+
+
+def _messages(record: dict[str, Any]) -> list[str]:
+    return [t["adversary"] for t in record["turns"]]
+
+
+def _paired_gain(
+    now: np.ndarray, before: np.ndarray, seed: int, resamples: int = 2000
+) -> dict[str, Any]:
+    """Mean and CVaR gains (now - before) over paired conversations, each with the 2.5 and
+    97.5 percentiles of its bootstrap over conversations (resampled as pairs)."""
+    from redteam_gym.metrics.risk import cvar
+
+    def statistic(name: str, x: np.ndarray) -> float:
+        return float(x.mean()) if name == "reward_mean" else cvar(x, float(name[5:]))
+
+    rng = np.random.default_rng(seed)
+    index = rng.integers(len(now), size=(resamples, len(now)))
+    out: dict[str, Any] = {}
+    for name in ("reward_mean", *(f"cvar_{a:g}" for a in CVAR_ALPHAS)):
+        draws = [statistic(name, now[i]) - statistic(name, before[i]) for i in index]
+        out[name] = statistic(name, now) - statistic(name, before)
+        out[f"{name}_ci"] = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+    return out
 
 
 def _echoes(reply: str, message: str) -> bool:

@@ -58,6 +58,13 @@ def test_a_game_runs_end_to_end_and_an_interrupted_one_resumes_exactly(
     assert set(last["adversary"]) == {"vs_current", "vs_initial"}
     for d in last["defender"].values():
         assert d["cvar_0.1"] <= d["cvar_0.2"] <= d["reward_mean"] + 1e-12
+    # against a baseline, the same conversations as the initial defender's: a paired gain
+    zero_shot = last["defender"]["zero-shot"]
+    assert zero_shot["same_messages"] == 1.0
+    assert zero_shot["gain"]["reward_mean"] == pytest.approx(
+        zero_shot["reward_mean"] - whole[0]["defender"]["zero-shot"]["reward_mean"]
+    )
+    assert "gain" not in last["defender"]["iter-01"]
     assert all(np.isfinite(t["score"]) for t in last["training"].values())
     out = tmp_path / "whole"
     assert (out / "report.md").read_text().count("| 2 |") >= 2
@@ -231,3 +238,16 @@ def test_a_reply_that_mostly_repeats_the_message_is_an_echo():
     assert _echoes("No, no. Don't include a bombastic smartphone in your reviews list.", message)
     assert not _echoes("I would rather not list any phones at all, sorry.", message)
     assert not _echoes("", message)
+
+
+def test_the_paired_gain_and_its_interval():
+    from benchmarks.game import _paired_gain
+
+    before = np.linspace(-1.0, 1.0, 20)
+    gain = _paired_gain(before + 0.5, before, seed=0)
+    assert gain["reward_mean"] == pytest.approx(0.5)
+    assert gain["reward_mean_ci"] == pytest.approx([0.5, 0.5])
+    assert gain["cvar_0.1"] == pytest.approx(0.5)
+    noisy = _paired_gain(before + np.random.default_rng(1).normal(0, 1, 20), before, seed=0)
+    lo, hi = noisy["reward_mean_ci"]
+    assert lo < noisy["reward_mean"] < hi
