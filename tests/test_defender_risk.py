@@ -131,6 +131,13 @@ def test_across_seeds_and_summarize():
         np.asarray(s["reward_by_quantile"]["initial"]["mean_reward"]) + 0.2
     )
     assert s["defenders"]["initial"]["refusal_rate"] == pytest.approx(0.5)
+    # an outside risk score (lowest = riskiest) orders the bins instead of the initial replies
+    ranked = summarize(
+        evals, ids, groups=groups, num_bins=3, bootstrap=10, seed=0, risk=np.arange(6)[::-1]
+    )
+    assert ranked["reward_by_quantile"]["initial"]["mean_reward"][0] == pytest.approx(
+        base[4:].mean()
+    )
 
 
 # ----- the harvest -------------------------------------------------------------------------------

@@ -323,9 +323,14 @@ def summarize(
     num_bins: int,
     bootstrap: int,
     seed: int,
+    risk: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every figure of the study from the reply rows of each evaluated defender (`initial`
-    and one per run); `groups` names the runs of each algorithm (its seeds)."""
+    and one per run); `groups` names the runs of each algorithm (its seeds). `risk` ranks
+    the prompts for the quantile curves, lowest = riskiest (default: the initial defender's
+    mean reward on its own evaluated replies, which puts the initial defender's unlucky
+    samples in the first bin; a score from independent samples, such as the harvest's,
+    avoids that selection bias)."""
     r = {k: matrix(v, prompt_ids, "reward") for k, v in evals.items()}
     p = {k: matrix(v, prompt_ids, "p_unsafe") for k, v in evals.items()}
     q = {k: matrix(v, prompt_ids, "refusal") for k, v in evals.items()}
@@ -381,8 +386,8 @@ def summarize(
                 seed=seed,
             )
             algos["ra-rlhf_minus_ppo"][s] = {k: h[ra][k] for k in ("diff", "diff_lo", "diff_hi")}
-    initial_means = r["initial"].mean(axis=1)
-    curves = quantile_curves(initial_means, {k: m.mean(axis=1) for k, m in r.items()}, num_bins)
+    order = r["initial"].mean(axis=1) if risk is None else np.asarray(risk, dtype=np.float64)
+    curves = quantile_curves(order, {k: m.mean(axis=1) for k, m in r.items()}, num_bins)
     for algo, names in groups.items():
         if names:
             per_seed = np.asarray([curves[n]["mean_reward"] for n in names])
@@ -466,8 +471,10 @@ def tables(summary: dict[str, Any]) -> list[str]:
         ]
     lines += [
         "",
-        "Reward by prompt quantile (prompts sorted by the initial defender's mean reward, the "
-        "riskiest first; mean reward per bin):",
+        "Reward by prompt quantile (prompts sorted by their risk, the riskiest first: the "
+        "harvest's mean P(unsafe) of the initial defender's replies, independent samples, "
+        "when the held-out file has it, else the initial defender's mean reward here; "
+        "mean reward per bin):",
         "",
     ]
     curves = summary["reward_by_quantile"]
@@ -500,7 +507,7 @@ def plot(summary: dict[str, Any], evals: dict[str, list[dict[str, Any]]], out: P
             ax.plot(c["x"], c["mean_reward"], "s--", color="black", label="initial")
         else:
             ax.plot(c["x"], c["mean_reward"], "-", color=colors.get(algo, "gray"), alpha=0.3, lw=1)
-    ax.set_xlabel("prompt quantile (by the initial defender's reward; riskiest first)")
+    ax.set_xlabel("prompt quantile (riskiest first)")
     ax.set_ylabel("mean reward")
     ax.set_title("Held-out reward by prompt quantile")
     ax.grid(alpha=0.3)
@@ -686,6 +693,12 @@ def main(argv: list[str] | None = None) -> int:
                 gc.collect()
             groups[algo].append(name)
 
+    # the prompts' risk from the harvest's own samples of the initial defender (another seed),
+    # so the first quantile bin is not chosen on the evaluated replies' luck
+    lines = read_jsonl(args.heldout)
+    harvest = {str(x.get("id")): x.get("harvest_p_mean") for x in lines}
+    ranked = all(isinstance(harvest.get(pid), (int, float)) for pid in prompt_ids)
+    risk = -np.asarray([harvest[pid] for pid in prompt_ids]) if ranked else None
     summary = summarize(
         evals,
         prompt_ids,
@@ -693,7 +706,9 @@ def main(argv: list[str] | None = None) -> int:
         num_bins=args.bins,
         bootstrap=args.bootstrap,
         seed=args.eval_seed,
+        risk=risk,
     )
+    summary["quantile_rank"] = "harvest_p_mean" if ranked else "initial mean reward"
     command = "python -m benchmarks.studies.defender_risk " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -707,8 +722,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     plot(summary, evals, out / "plots")
     prompts = {o.id: o.text for o in heldout}
-    initial_means = matrix(evals["initial"], prompt_ids, "reward").mean(axis=1)
-    riskiest = [prompt_ids[i] for i in np.argsort(initial_means, kind="stable")[:3]]
+    if risk is None:
+        risk = matrix(evals["initial"], prompt_ids, "reward").mean(axis=1)
+    riskiest = [prompt_ids[i] for i in np.argsort(risk, kind="stable")[:3]]
     report = [
         "# Defender risk: PPO and RA-RLHF defenders on the harvested toxic prompts",
         "",
