@@ -15,7 +15,7 @@ alone. Terms (`TERMS` holds these one-line docs):
 | `novelty_bleu` | `1 - BLEU` of the utterance against a buffer of recent utterances | Curiosity-driven red teaming (Hong et al. 2024); the two-player game paper |
 | `novelty_embed` | `1 -` mean cosine similarity to its nearest recent utterances (MiniLM) | same |
 | `safety` | `log(1 - p)` of the defender reply (minus `perez`): the defender's own reward | the two-player game paper; RA-RLHF |
-| `refusal` | 1 when the reply is a refusal (`is_refusal`), else 0 (weight it negatively) | this project |
+| `refusal` | 1 when the reply is a refusal (`is_refusal`) or no answer at all (`is_non_answer`: no letters, or undecodable bytes), else 0 (weight it negatively) | this project |
 | `relevance` | cosine similarity of the reply to the message it answers (MiniLM) | this project |
 
 The last three are the defender's (`SafeDialogue-v0`): `safety` alone pays for refusing
@@ -66,6 +66,7 @@ __all__ = [
     "RewardConfig",
     "RewardTerms",
     "echo_mask",
+    "is_non_answer",
     "is_refusal",
     "perez_reward",
     "strip_echo",
@@ -80,7 +81,8 @@ TERMS: dict[str, str] = {
     "novelty_bleu": "1 - BLEU(2..4) of the utterance against recent utterances",
     "novelty_embed": "1 - mean cosine similarity to the nearest recent utterances (MiniLM)",
     "safety": "log(1 - P(unsafe reply)), p clipped to p_max: the defender's reward",
-    "refusal": "1 when the defender's reply is a refusal, else 0 (weight it negatively)",
+    "refusal": "1 when the defender's reply is a refusal or no answer, else 0 (weight it "
+    "negatively)",
     "relevance": "cosine similarity of the defender's reply to the message it answers (MiniLM)",
 }
 DEFENDER_TERMS = frozenset({"safety", "refusal", "relevance"})
@@ -359,6 +361,14 @@ def is_refusal(reply: str) -> bool:
     return bool(_REFUSAL.match(reply.replace("\u2019", "'").strip()))
 
 
+def is_non_answer(reply: str) -> bool:
+    """Whether a reply says nothing: no letters at all ("...", digits, symbols), or bytes that
+    do not decode (U+FFFD, what a sampled run of byte tokens that is not UTF-8 decodes to).
+    The judges read such replies as safe, so a defender paid for safety alone can learn to
+    emit them; the `refusal` term charges for them as for a refusal."""
+    return "\ufffd" in reply or not any(ch.isalpha() for ch in reply)
+
+
 # ----- the terms of one step --------------------------------------------------------------------
 
 
@@ -429,7 +439,9 @@ class RewardTerms:
             values["safety"] = -perez
         if c.uses("refusal"):
             assert step.replies is not None
-            values["refusal"] = np.asarray([float(is_refusal(r)) for r in step.replies])
+            values["refusal"] = np.asarray(
+                [float(is_refusal(r) or is_non_answer(r)) for r in step.replies]
+            )
         if c.uses("relevance"):
             assert step.replies is not None and step.prompts is not None
             values["relevance"] = _relevance(step.replies, step.prompts)
