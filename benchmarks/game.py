@@ -696,18 +696,15 @@ def _paired_gain(
 ) -> dict[str, Any]:
     """Mean and CVaR gains (now - before) over paired conversations, each with the 2.5 and
     97.5 percentiles of its bootstrap over conversations (resampled as pairs)."""
-    from redteam_gym.metrics.risk import cvar
+    from benchmarks.studies.defender_risk import bootstrap_prompts, statistic
 
-    def statistic(name: str, x: np.ndarray) -> float:
-        return float(x.mean()) if name == "reward_mean" else cvar(x, float(name[5:]))
-
-    rng = np.random.default_rng(seed)
-    index = rng.integers(len(now), size=(resamples, len(now)))
+    mats = {"now": now[:, None], "before": before[:, None]}
     out: dict[str, Any] = {}
-    for name in ("reward_mean", *(f"cvar_{a:g}" for a in CVAR_ALPHAS)):
-        draws = [statistic(name, now[i]) - statistic(name, before[i]) for i in index]
-        out[name] = statistic(name, now) - statistic(name, before)
-        out[f"{name}_ci"] = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+    for key in ("reward_mean", *(f"cvar_{a:g}" for a in CVAR_ALPHAS)):
+        name = "mean_reward" if key == "reward_mean" else key
+        b = bootstrap_prompts(mats, statistic(name), baseline="before", n=resamples, seed=seed)
+        out[key] = b["now"]["diff"]
+        out[f"{key}_ci"] = [b["now"]["diff_lo"], b["now"]["diff_hi"]]
     return out
 
 

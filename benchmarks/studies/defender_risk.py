@@ -93,14 +93,10 @@ def learner_class(algo: str) -> Any:
     return {"ppo": PPO, "ra-rlhf": RARLHF}[algo]
 
 
-def saved_update(run_dir: Path) -> int | None:
-    """The update of the checkpoint in `run_dir` (None: none saved)."""
-    meta = run_dir / "checkpoint" / "meta.json"
-    return int(json.loads(meta.read_text())["update"]) if meta.is_file() else None
-
-
 def train(args: argparse.Namespace, algo: str, seed: int, run_dir: Path) -> Any:
     """The trained defender of one run, resumed from its checkpoint when it has one."""
+    from agents import saved_update
+
     cls = learner_class(algo)
     done = saved_update(run_dir)
     if done is not None:
@@ -664,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {len(rows)} replies in {time.time() - t0:.0f} s", file=sys.stderr)
         write_jsonl(out / "evals" / f"{name}.jsonl", rows)
         return rows
+
+    from agents import saved_update
 
     evals: dict[str, list[dict[str, Any]]] = {}
     path = out / "evals" / "initial.jsonl"
