@@ -224,6 +224,7 @@ class Game:
 
     def __init__(self, config: GameConfig, out: Path, progress: bool = True) -> None:
         self.config, self.out, self.progress = config, out, progress
+        self._acting: tuple[str, Any] | None = None
 
     def iter_dir(self, k: int) -> Path:
         return self.out / f"iter-{k:02d}"
@@ -285,14 +286,13 @@ class Game:
     def defender_phase(self, k: int) -> None:
         import gymnasium as gym
 
-        from agents import load_adversary
         from redteam_gym.adversary import PromptMix
         from redteam_gym.prompts import load_openers
 
         if self.phase_done("defender", k):
             return
         c = self.config
-        adversary = load_adversary(self.adversary_dir(k), device=c.device)
+        adversary = self.acting(self.adversary_dir(k))
         pool = [o.text for o in load_openers(c.prompt_pool, split="train")]
         mixed = PromptMix(adversary, pool, c.prompt_share, seed=c.seed)
         env = c.learner_config("defender").env
@@ -301,7 +301,6 @@ class Game:
         self.train("defender", k, env=envs, opponent=self.adversary_dir(k))
         envs.close()
         del adversary, mixed, envs
-        gc.collect()
 
     # ----- evaluations ------------------------------------------------------------------------
 
@@ -335,13 +334,8 @@ class Game:
         summary_file = out / "summary.json"
         if not summary_file.exists():
             _say(f"  eval {out.relative_to(self.out)}")
-            built: Any = adversary
-            if adversary not in HELDOUT_BASELINES:
-                from agents import load_adversary
-
-                built = load_adversary(adversary, device=self.config.device)
             evaluate(
-                built,
+                adversary if adversary in HELDOUT_BASELINES else self.acting(adversary),
                 self.suite(out.name, reward),
                 out,
                 defender=defender,
@@ -352,10 +346,23 @@ class Game:
                 device=self.config.device,
                 dtype=self.config.dtype,
             )
-            del built
-            gc.collect()
         summary = json.loads(summary_file.read_text())
         return {"summary": summary, "records": read_rollouts(out / "rollouts.jsonl")}
+
+    def acting(self, run: str) -> Any:
+        """The trained adversary in `run`, loaded once for the defender phase and the
+        evaluations that follow it (each reseeds it, so sharing changes no draw)."""
+        from agents import load_adversary
+
+        if self._acting is None or self._acting[0] != run:
+            self.release()
+            self._acting = (run, load_adversary(run, device=self.config.device))
+        return self._acting[1]
+
+    def release(self) -> None:
+        """Drop the loaded adversary before another step loads its own models."""
+        self._acting = None
+        gc.collect()
 
     def adversary_metrics(self, k: int, against: int) -> dict[str, Any]:
         """The adversary of iteration k (the zero-shot baseline at k = 0) against the
@@ -455,11 +462,13 @@ class Game:
         rows: list[dict[str, Any]] = []
         for k in range(self.config.iterations + 1):
             if k > 0:
+                self.release()
                 self.adversary_phase(k)
                 self.defender_phase(k)
             rows.append(self.row(k))
             atomic_write(self.out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
             _say(_row_line(rows[-1]))
+        self.release()
         write_report(self.out, self.config, rows)
         return rows
 
@@ -670,11 +679,9 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> bool:
 
 
 def _phase_stats(run: Path, k: int, updates: int) -> dict[str, float]:
-    """Means of the learner's logged metrics over iteration k's updates."""
-    import torch
-
-    state = torch.load(run / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
-    mine = [h for h in state["history"] if (k - 1) * updates < h["update"] <= k * updates]
+    """Means of the learner's logged metrics (`metrics.jsonl`) over iteration k's updates."""
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    mine = [h for h in logged if (k - 1) * updates < h["update"] <= k * updates]
 
     def mean(key: str) -> float:
         values = [h[key] for h in mine if key in h]

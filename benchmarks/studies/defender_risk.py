@@ -88,9 +88,9 @@ def learner_config(args: argparse.Namespace, algo: str, seed: int) -> Any:
 
 
 def learner_class(algo: str) -> Any:
-    from agents import PPO, RARLHF
+    from agents import LEARNERS
 
-    return {"ppo": PPO, "ra-rlhf": RARLHF}[algo]
+    return LEARNERS[algo]
 
 
 def train(args: argparse.Namespace, algo: str, seed: int, run_dir: Path) -> Any:
