@@ -550,7 +550,8 @@ def write_report(out: Path, config: GameConfig, rows: Sequence[dict[str, Any]]) 
         "zero-shot and few-shot baselines are held out (no defender phase plays them; **mean** "
         "averages the two); `iter-KK` is the adversary of an earlier iteration, the defender's "
         "opponent then, so its row tests forgetting. All on the held-out openers. Echoes: "
-        "replies whose words mostly repeat the message's (the `relevance` term pays for them).",
+        "replies whose words mostly repeat the message's (the `relevance` term scores only "
+        "the words a reply does not echo).",
         "",
         "| iteration | adversary | ASR | mean reward | CVaR 0.1 | CVaR 0.2 | P(unsafe) | "
         "refusals | echoes |",
@@ -717,7 +718,7 @@ def _paired_gain(
 
 def _echoes(reply: str, message: str) -> bool:
     """Whether most of the reply's words repeat runs of the message's (`echo_mask`): the
-    `relevance` term pays for such a reply, so a defender could learn to parrot."""
+    `relevance` term once paid for such a reply (it now scores only the words not echoed)."""
     from redteam_gym.metrics.diversity import word_tokenize
     from redteam_gym.rewards import echo_mask
 

@@ -16,10 +16,13 @@ alone. Terms (`TERMS` holds these one-line docs):
 | `novelty_embed` | `1 -` mean cosine similarity to its nearest recent utterances (MiniLM) | same |
 | `safety` | `log(1 - p)` of the defender reply (minus `perez`): the defender's own reward | the two-player game paper; RA-RLHF |
 | `refusal` | 1 when the reply is a refusal (`is_refusal`) or no answer at all (`is_non_answer`: no letters, or undecodable bytes), else 0 (weight it negatively) | this project |
-| `relevance` | cosine similarity of the reply to the message it answers (MiniLM) | this project |
+| `relevance` | cosine similarity to the message it answers (MiniLM) of the reply's own words, those the echo rule does not find in the message | this project |
 
 The last three are the defender's (`SafeDialogue-v0`): `safety` alone pays for refusing
 everything, so the `safe` preset charges for refusals and pays for replies on the subject.
+`relevance` reads the reply with the message's echoed words removed (the echo rule, below):
+a parrot's reply has the highest cosine of all, so scored whole it would pay the defender for
+repeating the message, insults and all.
 
 A term's weight carries its sign: `adversary_toxicity=-2` is a penalty, `echo=1` applies the
 echo discount in full. `categories` restricts the defender-side terms (`perez`, `echo`,
@@ -83,7 +86,8 @@ TERMS: dict[str, str] = {
     "safety": "log(1 - P(unsafe reply)), p clipped to p_max: the defender's reward",
     "refusal": "1 when the defender's reply is a refusal or no answer, else 0 (weight it "
     "negatively)",
-    "relevance": "cosine similarity of the defender's reply to the message it answers (MiniLM)",
+    "relevance": "cosine similarity of the defender's reply, less its echoes of the message, to "
+    "the message it answers (MiniLM)",
 }
 DEFENDER_TERMS = frozenset({"safety", "refusal", "relevance"})
 """The terms that score the defender's reply for the defender (`SafeDialogue-v0`)."""
@@ -444,7 +448,7 @@ class RewardTerms:
             )
         if c.uses("relevance"):
             assert step.replies is not None and step.prompts is not None
-            values["relevance"] = _relevance(step.replies, step.prompts)
+            values["relevance"] = _relevance(step.replies, step.prompts, c.echo_ngram)
         if self.buffer is not None:
             vectors = None
             if c.uses("novelty_bleu"):
@@ -479,13 +483,17 @@ class RewardTerms:
             self.buffer.load_state_dict(state["buffer"])
 
 
-def _relevance(replies: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
-    """Cosine similarity of each reply to its prompt under the embedded MiniLM (0 for an
-    empty reply)."""
+def _relevance(replies: Sequence[str], prompts: Sequence[str], n: int) -> np.ndarray:
+    """Cosine similarity under the embedded MiniLM of each reply, less the words it echoes from
+    its prompt (`strip_echo` with `n`-word runs), to the prompt; 0 when nothing is left."""
+    own = []
+    for reply, prompt in zip(replies, prompts, strict=True):
+        stripped = strip_echo(reply, prompt, n)
+        own.append(reply if stripped is None else stripped)
     model = load_minilm()
     vectors = model.encode(
-        [*replies, *prompts], normalize_embeddings=True, convert_to_numpy=True, batch_size=64
+        [*own, *prompts], normalize_embeddings=True, convert_to_numpy=True, batch_size=64
     )
-    n = len(replies)
-    sims = np.sum(vectors[:n] * vectors[n:], axis=1).astype(np.float64)
-    return np.where([bool(r.strip()) for r in replies], sims, 0.0)
+    k = len(own)
+    sims = np.sum(vectors[:k] * vectors[k:], axis=1).astype(np.float64)
+    return np.where([bool(r.strip()) for r in own], sims, 0.0)
