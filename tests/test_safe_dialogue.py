@@ -268,6 +268,44 @@ def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
     assert np.corrcoef(rewards, moved)[0, 1] > 0.5
 
 
+def test_an_ra_rlhf_defender_trains_on_its_least_safe_replies(tiny_lm_dir):
+    """RA-RLHF past its warm-up keeps the ceil(alpha * B) dialogues with the lowest return,
+    the least safe replies, and among them makes the safer replies likelier."""
+    from test_learners import _UppercaseJudge, logprob_sums, tiny_config
+
+    from agents import RARLHF
+
+    config = tiny_config(
+        RARLHF.config_class,
+        tiny_lm_dir,
+        role="defender",
+        reward="safety=1",
+        max_turns=1,
+        batch_size=16,
+        max_new_tokens=6,
+        risk_alpha=0.5,
+        risk_n=0,
+        risk_rho=0.0,
+    )
+    learner = RARLHF(config)
+    learner.env = gym.make_vec(
+        "SafeDialogue-v0", num_envs=16, judge=_UppercaseJudge(), reward="safety=1"
+    )
+    learner.total_updates = 100
+    rollout = learner.collect_rollout()
+    returns = np.asarray(rollout.episode_returns, dtype=np.float64)
+    kept = learner.select_trajectories(rollout)
+    assert kept == sorted(np.argsort(returns, kind="stable")[:8].tolist())
+    assert returns[kept].max() <= np.delete(returns, kept).min()
+
+    before = logprob_sums(learner, rollout)
+    stats = learner.train(rollout)
+    assert stats["risk/b0"] == 8.0
+    moved = (logprob_sums(learner, rollout) - before)[kept]
+    assert returns[kept].std() > 0
+    assert np.corrcoef(returns[kept], moved)[0, 1] > 0.5
+
+
 def test_role_and_reward_must_agree():
     from agents import PPOConfig
 
