@@ -234,11 +234,10 @@ def test_a_jsonl_file_of_prompts(tmp_path, kwargs):
         gym.make("SafeDialogue-v0", prompts=str(bad), **kwargs)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
-    """The learners train the defender as they train the adversary: after one update on a
-    rollout of SafeDialogue-v0, the replies the judge found safer became likelier."""
-    from test_learners import _UppercaseJudge, logprob_sums, tiny_config
+def _defender_rollout(tiny_lm_dir, algo: str, **extra):
+    """A tiny defender learner of `algo` and one rollout of SafeDialogue-v0 against the
+    uppercase judge (P(unsafe) grows with the reply's capitals)."""
+    from test_learners import _UppercaseJudge, tiny_config
 
     from agents import LEARNERS
 
@@ -251,13 +250,23 @@ def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
         max_turns=1,
         batch_size=16,
         max_new_tokens=6,
+        **extra,
     )
     learner = cls(config)
     learner.env = gym.make_vec(
         "SafeDialogue-v0", num_envs=16, judge=_UppercaseJudge(), reward="safety=1"
     )
     learner.total_updates = 100
-    rollout = learner.collect_rollout()
+    return learner, learner.collect_rollout()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
+    """The learners train the defender as they train the adversary: after one update on a
+    rollout of SafeDialogue-v0, the replies the judge found safer became likelier."""
+    from test_learners import logprob_sums
+
+    learner, rollout = _defender_rollout(tiny_lm_dir, algo)
     assert all(s.text and s.reward <= 0 for s in rollout.segments)  # the replies, log(1 - p)
 
     before = logprob_sums(learner, rollout)
@@ -271,28 +280,11 @@ def test_a_defender_update_makes_its_safer_replies_likelier(tiny_lm_dir, algo):
 def test_an_ra_rlhf_defender_trains_on_its_least_safe_replies(tiny_lm_dir):
     """RA-RLHF past its warm-up keeps the ceil(alpha * B) dialogues with the lowest return,
     the least safe replies, and among them makes the safer replies likelier."""
-    from test_learners import _UppercaseJudge, logprob_sums, tiny_config
+    from test_learners import logprob_sums
 
-    from agents import RARLHF
-
-    config = tiny_config(
-        RARLHF.config_class,
-        tiny_lm_dir,
-        role="defender",
-        reward="safety=1",
-        max_turns=1,
-        batch_size=16,
-        max_new_tokens=6,
-        risk_alpha=0.5,
-        risk_n=0,
-        risk_rho=0.0,
+    learner, rollout = _defender_rollout(
+        tiny_lm_dir, "ra-rlhf", risk_alpha=0.5, risk_n=0, risk_rho=0.0
     )
-    learner = RARLHF(config)
-    learner.env = gym.make_vec(
-        "SafeDialogue-v0", num_envs=16, judge=_UppercaseJudge(), reward="safety=1"
-    )
-    learner.total_updates = 100
-    rollout = learner.collect_rollout()
     returns = np.asarray(rollout.episode_returns, dtype=np.float64)
     kept = learner.select_trajectories(rollout)
     assert kept == sorted(np.argsort(returns, kind="stable")[:8].tolist())
