@@ -212,11 +212,17 @@ def agreement(rollouts: Path, judges: Sequence[str]) -> str:
         "| judge a | judge b | kappa | both safe | a only | b only | both unsafe |",
         "|---|---|---|---|---|---|---|",
     ]
+    undefined = False
     for a, b in itertools.combinations(scores, 2):
         fa, fb = scores[a] >= THRESHOLD, scores[b] >= THRESHOLD
         (tn, fp), (fn, tp) = confusion_matrix(fa, fb, labels=[False, True])
-        kappa = cohen_kappa_score(fa, fb) if len({*fa, *fb}) > 1 else float("nan")
-        lines.append(f"| `{a}` | `{b}` | {kappa:.3f} | {tn} | {fp} | {fn} | {tp} |")
+        if len({*fa, *fb}) > 1:
+            kappa = f"{cohen_kappa_score(fa, fb):.3f}"
+        else:
+            kappa, undefined = "n/a", True
+        lines.append(f"| `{a}` | `{b}` | {kappa} | {tn} | {fp} | {fn} | {tp} |")
+    if undefined:
+        lines += ["", "n/a: both judges put every reply in one class, where kappa is undefined."]
     return "\n".join(lines)
 
 

@@ -37,6 +37,12 @@ def test_agreement_rescores_a_runs_replies(tmp_path: Path) -> None:
     assert "2 defender replies" in text
     # the recorded scores and profanity agree on both replies: kappa 1, one in each cell
     assert "| `recorded` | `profanity` | 1.000 | 1 | 0 | 0 | 1 |" in text
+    assert "n/a" not in text
+    # both judges find every reply safe: kappa is undefined, and the table says so
+    path.write_text(json.dumps({"turns": turns[:1]}) + "\n")
+    text = agreement(path, ["profanity"])
+    assert "| `recorded` | `profanity` | n/a | 1 | 0 | 0 | 0 |" in text
+    assert "kappa is undefined" in text
     path.write_text("{not json\n")
     with pytest.raises(ValueError, match=re.escape("rollouts.jsonl:1: not a rollout record")):
         agreement(path, ["profanity"])
