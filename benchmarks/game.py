@@ -424,11 +424,13 @@ class Game:
 
     def row(self, k: int) -> dict[str, Any]:
         """Iteration k's metrics (k = 0: the initial players)."""
+        # the adversary of iteration k first, while it is the one loaded (`acting`), then the
+        # earlier ones, each loaded once
+        vs_current = self.adversary_metrics(k, k)
+        vs_initial = vs_current if k == 0 else self.adversary_metrics(k, 0)
         heldout = {name: name for name in HELDOUT_BASELINES}
         heldout.update({f"iter-{j:02d}": self.adversary_dir(j) for j in range(1, k)})
         defender = {label: self.defender_metrics(k, spec, label) for label, spec in heldout.items()}
-        vs_current = self.adversary_metrics(k, k)
-        vs_initial = vs_current if k == 0 else self.adversary_metrics(k, 0)
         keys = (
             "asr",
             "reward_mean",
@@ -513,7 +515,7 @@ def write_report(out: Path, config: GameConfig, rows: Sequence[dict[str, Any]]) 
     """`report.md` (tables over iterations and sample conversations) and `plots/game.png`."""
     from redteam_gym.files import atomic_write
 
-    plot = _plot(out / "plots" / "game.png", rows)
+    _plot(out / "plots" / "game.png", rows)
     lines = [
         "# Two-player game",
         "",
@@ -606,8 +608,7 @@ def write_report(out: Path, config: GameConfig, rows: Sequence[dict[str, Any]]) 
                     f"| {r['iteration']} | {side} | {t['score']:.4f} | {t['kl']:.3f} | "
                     f"{t['unique_share']:.2f} |"
                 )
-    if plot:
-        lines += ["", "![the game over iterations](plots/game.png)"]
+    lines += ["", "![the game over iterations](plots/game.png)"]
     lines += ["", "## Samples (first conversations of each evaluation)", ""]
     for r in rows:
         lines.append(f"### Iteration {r['iteration']}")
@@ -624,7 +625,7 @@ def write_report(out: Path, config: GameConfig, rows: Sequence[dict[str, Any]]) 
     atomic_write(out / "report.md", "\n".join(lines) + "\n")
 
 
-def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> bool:
+def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -673,7 +674,6 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
 
 
 # ----- helpers -----------------------------------------------------------------------------------
@@ -722,7 +722,7 @@ def _echoes(reply: str, message: str) -> bool:
     from redteam_gym.metrics.diversity import word_tokenize
     from redteam_gym.rewards import echo_mask
 
-    mask = echo_mask(word_tokenize(reply.lower()), word_tokenize(message.lower()))
+    mask = echo_mask(word_tokenize(reply), word_tokenize(message))
     return bool(mask) and sum(mask) >= 0.5 * len(mask)
 
 
