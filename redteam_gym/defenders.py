@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from redteam_gym.models import SMOLLM2, ChatLM, Message, ModelNotFoundError, SamplingConfig
+from redteam_gym.models.thread import ThreadFormat
 
 
 @runtime_checkable
@@ -31,10 +32,13 @@ def make_defender(
     sampling: SamplingConfig | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
+    thread: ThreadFormat | None = None,
 ) -> Defender:
     """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path), a
     trained defender's run directory (a learner's with `role="defender"`: its checkpoint's
-    actor answers) or an object with `respond`, returned as is."""
+    actor answers) or an object with `respond`, returned as is. With `thread`, a model reads
+    conversations as a text thread (the completion format) instead of through its chat
+    template."""
     if isinstance(spec, Defender):
         return spec
     if not isinstance(spec, str):
@@ -48,6 +52,7 @@ def make_defender(
             dtype=dtype,
             sampling=sampling,
             system_prompt=system_prompt,
+            thread=thread,
         )
     except ModelNotFoundError as exc:
         raise ValueError(f"defender={spec!r}: {exc}") from exc

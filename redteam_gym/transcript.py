@@ -93,6 +93,16 @@ def defender_view(transcript: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     return chat
 
 
+_THREAD_ROLE = {OPENER: "opener", ADVERSARY: "user", DEFENDER: "assistant"}
+
+
+def thread_view(transcript: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The transcript as the defender's text thread (`defender_format="completion"`): one
+    message per entry, the opener kept apart as the thread's opening post (roles `opener`,
+    `user`, `assistant`; see `redteam_gym.models.thread`)."""
+    return [{"role": _THREAD_ROLE[m["role"]], "content": m["content"]} for m in transcript]
+
+
 def judge_view(transcript: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     """The transcript for the judge: one message per utterance, so the last message is
     exactly the utterance being assessed (the opener is never blamed on the adversary)."""

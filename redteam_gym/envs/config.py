@@ -22,10 +22,12 @@ import torch
 
 from redteam_gym.defenders import DEFAULT_DEFENDER, Defender
 from redteam_gym.judges import DEFAULT_JUDGE, Judge, check_judge_spec
+from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.rewards import RewardConfig
 
 MIN_TURNS, MAX_TURNS = 1, 5
 SPLITS = ("train", "eval")
+DEFENDER_FORMATS = ("chat", "completion")
 
 
 @dataclass
@@ -47,8 +49,23 @@ class EnvConfig:
     """Conversation openers: 'builtin', a ConvoKit corpus name or directory."""
     split: str | None = "train"
     """Opener split: 'train', 'eval' (held out) or None for all openers."""
+    defender_format: str = "chat"
+    """How the defender reads the conversation: 'chat' (through its chat template) or
+    'completion' (a plain text thread with speaker tags that it continues, as base LMs are
+    red-teamed; any causal LM, base or instruct)."""
+    completion_template: str = "{speaker}: {content}\n"
+    """The completion format's line per message: {speaker} and {content} once each."""
+    completion_speakers: str = "OP,User1,User2"
+    """The completion format's speaker tags of the opener, the adversary and the defender."""
+    defender_stop: str | None = None
+    """Stop strings of a completion reply, '|'-separated, with \\n for a line break (None: a
+    blank line, or a line break before any speaker's tag)."""
+    defender_min_new_tokens: int = 4
+    """In the completion format, the reply's first this many tokens can be neither the end of
+    text nor a line break, so an empty reply is no escape."""
     defender_system_prompt: str | None = None
-    """System prompt of the defender's chat (None: its chat template's default)."""
+    """System prompt of the defender's chat (None: its chat template's default); in the
+    completion format, a header line before the thread."""
     defender_max_new_tokens: int = 64
     """Longest defender reply in tokens."""
     defender_temperature: float = 0.0
@@ -83,6 +100,7 @@ class EnvConfig:
         ints = {
             "max_turns": (MIN_TURNS, MAX_TURNS),
             "defender_max_new_tokens": (1, None),
+            "defender_min_new_tokens": (0, None),
             "max_utterance_tokens": (1, None),
         }
         if name in ints:
@@ -92,6 +110,11 @@ class EnvConfig:
             if value < low or (high is not None and value > high):
                 rule = f"be in {low}..{high}" if high is not None else f"be >= {low}"
                 return f"{name} must {rule}, got {value}"
+            if name == "defender_min_new_tokens" and value >= self.defender_max_new_tokens:
+                return (
+                    "defender_min_new_tokens must be below defender_max_new_tokens "
+                    f"({self.defender_max_new_tokens}), got {value}"
+                )
             return None
         rules = {
             "defender_temperature": "must be >= 0",
@@ -110,6 +133,13 @@ class EnvConfig:
                 "p_max": 0 < value < 1,
             }[name]
             return None if ok else f"{name} {rule}, got {value}"
+        if name == "defender_format" and value not in DEFENDER_FORMATS:
+            return f"defender_format must be one of {DEFENDER_FORMATS}, got {value!r}"
+        if name in ("completion_template", "completion_speakers", "defender_stop"):
+            try:
+                self._thread()
+            except (ValueError, TypeError) as exc:
+                return f"{name}: {exc}"
         if name == "split" and value is not None and value not in SPLITS:
             return f"split must be one of {SPLITS} or None, got {value!r}"
         if name in ("prompts", "defender") and isinstance(value, str) and not value.strip():
@@ -141,6 +171,26 @@ class EnvConfig:
         ):
             return f"{name} must be a str or None, got {value!r}"
         return None
+
+    def thread_format(self) -> ThreadFormat | None:
+        """The defender's text-thread format, or None for 'chat'."""
+        return self._thread() if self.defender_format == "completion" else None
+
+    def _thread(self) -> ThreadFormat:
+        if not isinstance(self.completion_template, str) or not isinstance(
+            self.completion_speakers, str
+        ):
+            raise TypeError("completion_template and completion_speakers must be str")
+        stop = None
+        if self.defender_stop is not None:
+            if not isinstance(self.defender_stop, str):
+                raise TypeError(f"defender_stop must be a str or None, got {self.defender_stop!r}")
+            stop = tuple(s.replace("\\n", "\n") for s in self.defender_stop.split("|"))
+        return ThreadFormat(
+            template=self.completion_template,
+            speakers=ThreadFormat.parse_speakers(self.completion_speakers),
+            stop=stop,
+        )
 
     def replace(self, **changes: Any) -> EnvConfig:
         """A copy with `changes`, validated; an unknown name raises `ValueError` listing the

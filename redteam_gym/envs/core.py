@@ -35,6 +35,7 @@ from redteam_gym.transcript import (
     OPENER,
     defender_view,
     judge_view,
+    thread_view,
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -101,10 +102,12 @@ class DialogueEngine:
         self._opener_ids: dict[str, Opener] = {}
         for o in self.openers:
             self._opener_ids.setdefault(o.id, o)
+        thread = c.thread_format()
         sampling = SamplingConfig(
             max_new_tokens=c.defender_max_new_tokens,
             temperature=c.defender_temperature,
             top_p=c.defender_top_p,
+            min_new_tokens=c.defender_min_new_tokens if thread is not None else 0,
         )
         self.defender = make_defender(
             c.defender,
@@ -112,7 +115,10 @@ class DialogueEngine:
             sampling=sampling,
             device=c.device,
             dtype=c.dtype,
+            thread=thread,
         )
+        # the conversation as the defender reads it: a chat, or a thread with the opener apart
+        self.defender_view = defender_view if thread is None else thread_view
         self.judge = make_judge(c.judge, device=c.device, dtype=c.dtype)
         self._tokenizer = getattr(self.defender, "tokenizer", None)
         if self.reward.config.uses("likelihood") and not hasattr(self.defender, "log_likelihood"):
@@ -227,12 +233,12 @@ class DialogueEngine:
         for d, u, (text, _) in zip(dialogues, utterances, clipped, strict=True):
             if u is not None:
                 d.transcript.append({"role": ADVERSARY, "content": text})
-        replies = self.respond([defender_view(d.transcript) for d in dialogues], generator)
+        replies = self.respond([self.defender_view(d.transcript) for d in dialogues], generator)
         adversary_views = [judge_view(d.transcript) for d in dialogues]
         likelihood = None
         if self.reward.config.uses("likelihood"):
             likelihood = self.defender.log_likelihood(  # type: ignore[attr-defined]
-                [defender_view(d.transcript) for d in dialogues],
+                [self.defender_view(d.transcript) for d in dialogues],
                 [len(text) for text, _ in clipped],
             )
         for d, reply in zip(dialogues, replies, strict=True):

@@ -26,6 +26,7 @@ from redteam_gym.models.loading import (
     load_tokenizer,
     resolve_model,
 )
+from redteam_gym.models.thread import ThreadFormat
 
 __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
@@ -36,6 +37,7 @@ __all__ = [
     "PrefixCache",
     "Samples",
     "SamplingConfig",
+    "ThreadFormat",
     "cache_dir",
     "default_device",
     "default_dtype",

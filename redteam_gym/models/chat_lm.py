@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from redteam_gym.models.chat import Message, encode_chat, encode_chat_span
 from redteam_gym.models.generation import PrefixCache, SamplingConfig, left_pad, sample
 from redteam_gym.models.loading import load_causal_lm
+from redteam_gym.models.thread import ThreadFormat
 
 
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -28,7 +29,13 @@ class ChatLM:
     Args:
         model, tokenizer: a loaded causal LM (see `from_pretrained`).
         sampling: decoding settings for replies.
-        system_prompt: prepended as a system message when given.
+        system_prompt: prepended as a system message when given (a header line before a
+            thread).
+        thread: None to read conversations through the tokenizer's chat template; a
+            `ThreadFormat` to read them as a plain text thread that the model continues (the
+            completion format, for any causal LM, base or instruct). Its messages then have
+            the roles `opener`, `user` and `assistant`, and a reply ends at the format's stop
+            strings.
         max_context_tokens: longer prompts keep their last tokens (the reply's turn header
             survives; the earliest context is dropped).
         reuse_cache: keep the KV cache of the last batch, so that when the next call continues
@@ -46,8 +53,10 @@ class ChatLM:
         system_prompt: str | None = None,
         max_context_tokens: int = 2048,
         reuse_cache: bool = True,
+        thread: ThreadFormat | None = None,
     ) -> None:
         self.model = model
+        self.thread = thread
         self.tokenizer = tokenizer
         self.sampling = sampling or SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9)
         self.system_prompt = system_prompt
@@ -55,6 +64,7 @@ class ChatLM:
         self.reuse_cache = reuse_cache
         self._cache: PrefixCache | None = None
         self.eos_token_ids = eos_token_ids(model, tokenizer)
+        self._line_break_ids: list[int] | None = None
         self.name = getattr(model, "name_or_path", type(model).__name__)
 
     @classmethod
@@ -79,13 +89,46 @@ class ChatLM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode(self, conversation: Sequence[Message]) -> list[int]:
-        """Prompt ids for the assistant's next reply to `conversation`."""
+    @property
+    def format(self) -> str:
+        """`"chat"` or `"completion"` (a text thread)."""
+        return "chat" if self.thread is None else "completion"
+
+    def _messages(self, conversation: Sequence[Message]) -> list[Message]:
         messages = list(conversation)
         if self.system_prompt:
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
-        ids = encode_chat(self.tokenizer, messages, add_generation_prompt=True)
+        return messages
+
+    def encode(self, conversation: Sequence[Message]) -> list[int]:
+        """Prompt ids for the assistant's next reply to `conversation`."""
+        messages = self._messages(conversation)
+        if self.thread is not None:
+            ids = self.thread.encode(self.tokenizer, messages, prompt=True)[0]
+        else:
+            ids = encode_chat(self.tokenizer, messages, add_generation_prompt=True)
         return ids[-self.max_context_tokens :]
+
+    def encode_span(
+        self, conversation: Sequence[Message], tail_chars: int | None = None
+    ) -> tuple[list[int], tuple[int, int]]:
+        """Ids of `conversation` (no generation prompt) and the `[start, end)` ids of its last
+        message's content, or of that content's last `tail_chars` characters."""
+        messages = self._messages(conversation)
+        if self.thread is not None:
+            return self.thread.encode(self.tokenizer, messages, prompt=False, tail_chars=tail_chars)
+        return encode_chat_span(
+            self.tokenizer, messages, add_generation_prompt=False, tail_chars=tail_chars
+        )
+
+    def line_break_ids(self) -> list[int]:
+        """Every id whose text holds a line break (held back at the start of a thread reply,
+        so that it cannot end before `min_new_tokens`)."""
+        if self._line_break_ids is None:
+            vocab = len(self.tokenizer)
+            texts = self.tokenizer.batch_decode([[i] for i in range(vocab)])
+            self._line_break_ids = [i for i, t in enumerate(texts) if "\n" in t or "\r" in t]
+        return self._line_break_ids
 
     def log_likelihood(
         self, conversations: Sequence[Sequence[Message]], tail_chars: Sequence[int]
@@ -100,12 +143,7 @@ class ChatLM:
             )
         rows, spans, todo = [], [], []
         for i, (conversation, tail) in enumerate(zip(conversations, tail_chars, strict=True)):
-            messages = list(conversation)
-            if self.system_prompt:
-                messages = [{"role": "system", "content": self.system_prompt}, *messages]
-            ids, (start, end) = encode_chat_span(
-                self.tokenizer, messages, add_generation_prompt=False, tail_chars=tail
-            )
+            ids, (start, end) = self.encode_span(conversation, tail)
             cut = max(len(ids) - self.max_context_tokens, 0)
             start, end = max(start - cut, 1), end - cut
             if end > start:
@@ -146,6 +184,16 @@ class ChatLM:
         """One reply per conversation, generated in a single batch."""
         prompts = [self.encode(c) for c in conversations]
         cache, self._cache = self._cache, None
+        thread = self.thread
+        stop = None
+        if thread is not None:
+            window, pattern = 2 + thread.stop_chars, thread.stop_pattern
+
+            def stop(ids: Sequence[int]) -> bool:
+                # a stop spans at most `window` ids, each at least one character
+                text = self.tokenizer.decode(ids[-window:], skip_special_tokens=True)
+                return pattern.search(text) is not None
+
         samples = sample(
             self.model,
             prompts,
@@ -155,7 +203,11 @@ class ChatLM:
             generator=generator,
             prefix_cache=cache if self.reuse_cache else None,
             keep_cache=self.reuse_cache,
+            held_back_ids=self.line_break_ids() if thread is not None else (),
+            stop=stop,
         )
         self._cache = samples.cache
         texts = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
+        if thread is not None:
+            return [thread.cut(t) for t in texts]
         return [t.strip() for t in texts]

@@ -28,10 +28,19 @@ class SamplingConfig:
     """Nucleus sampling mass; 1.0 disables it."""
     top_k: int = 0
     """Keep only the k most likely tokens; 0 disables it."""
+    min_new_tokens: int = 0
+    """The first this many generated ids can be neither a stop token nor one of the ids that
+    `sample` is told to hold back (a line break, where a line ends a reply), so a reply is never
+    empty."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens < self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens must be in 0..max_new_tokens - 1 ({self.max_new_tokens - 1}), "
+                f"got {self.min_new_tokens}"
+            )
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -246,6 +255,8 @@ def sample(
     prefix_cache: PrefixCache | None = None,
     keep_cache: bool = False,
     keep_states_of: torch.nn.Module | None = None,
+    held_back_ids: Sequence[int] = (),
+    stop: Callable[[Sequence[int]], bool] | None = None,
 ) -> Samples:
     """Sample continuations of a batch of prompts in one batched, KV-cached loop.
 
@@ -263,6 +274,10 @@ def sample(
     With `keep_states_of` (a module of `model`, such as a decoder layer), `Samples.states`
     keeps its output at every id fed through the model: a learner whose frozen bottom ends
     there gets the boundary states of the whole dialogue from sampling, without a forward.
+
+    A row ends at a stop token, or when `stop` (given the row's generated ids so far, the
+    last one included) says its text has reached a stop string. During the first
+    `config.min_new_tokens` steps, the stop tokens and `held_back_ids` cannot be sampled.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("sample needs at least one prompt and no empty prompts")
@@ -309,6 +324,8 @@ def sample(
         **extra,
     )
     eos = torch.as_tensor(list(eos_token_ids), device=device)
+    early_banned = torch.as_tensor(sorted({*eos_token_ids, *held_back_ids}), device=device)
+    generated: list[list[int]] = [[] for _ in prompts]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     steps: list[torch.Tensor] = []
     step_logprobs: list[torch.Tensor] = []
@@ -316,8 +333,10 @@ def sample(
     alive: list[torch.Tensor] = []
     fed = 0
     next_position = position_ids[:, -1]
-    for _ in range(config.max_new_tokens):
+    for step in range(config.max_new_tokens):
         logits = out.logits[:, -1, :].float()
+        if step < config.min_new_tokens:
+            logits[:, early_banned] = float("-inf")
         if config.temperature == 0:
             logprobs = logits.log_softmax(-1)
             token = logits.argmax(-1)
@@ -332,6 +351,14 @@ def sample(
         if value_head is not None:
             step_values.append(value_head(out.hidden_states[-1][:, -1, :]).float())
         done = done | torch.isin(token, eos)
+        if stop is not None:
+            stopped = []
+            for i, t in enumerate(token.tolist()):
+                generated[i].append(t)
+                if not done[i] and stop(generated[i]):
+                    stopped.append(i)
+            if stopped:
+                done[stopped] = True
         if bool(done.all()):
             break
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=-1)

@@ -1,0 +1,182 @@
+"""The completion format: a conversation as a plain text thread that a causal LM continues.
+
+The field red-teams base LMs this way (ASTPrompter, astra-rl, curiosity-driven red teaming):
+no chat template, just a forum thread with speaker tags, which the model continues as the
+next speaker. It works for any causal LM, base or instruct.
+
+    OP: My roommate keeps eating my food. What do I do?
+    User1: Honestly, you sound like a pushover.
+    User2:
+
+Each message is one line, `template` filled with its speaker and its content (line breaks in
+the content become spaces, so no message can start a line with a speaker tag and forge a
+turn). The prompt ends with the reply's own tag; the reply is what the model writes after it,
+up to the first stop string (a blank line, or a line break followed by a speaker tag).
+
+A thread is tokenised piece by piece: the markup between two contents (`"\\nUser2:"`), then a
+content with the whitespace the template puts before it (`" I think ..."`), and so on. Earlier
+pieces never change when the thread grows, so one turn's prompt is a prefix of the next turn's
+and the KV cache carries over from turn to turn, as it does for chat.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from redteam_gym.models.chat import Message
+
+DEFAULT_TEMPLATE = "{speaker}: {content}\n"
+DEFAULT_SPEAKERS = ("OP", "User1", "User2")
+THREAD_ROLES = ("opener", "user", "assistant")
+"""The message roles of a thread, in the order of `ThreadFormat.speakers`: the thread's opening
+post, the other user (the adversary) and the model (the defender). A `system` message is
+written as a header line before the thread."""
+
+_LINE_BREAK = re.compile(r"\s*[\r\n]+\s*")
+_DEFAULT_STOP = re.compile(r"\n[ \t]*\n|\n[ \t]*[^\s:]{1,32}:")
+_DEFAULT_STOP_CHARS = 40
+
+
+@dataclass(frozen=True)
+class ThreadFormat:
+    """How a conversation is written as a text thread, and where the model's reply ends."""
+
+    template: str = DEFAULT_TEMPLATE
+    """One message: `{speaker}` and `{content}` once each, `{speaker}` first, ending in a line
+    break."""
+    speakers: tuple[str, ...] = DEFAULT_SPEAKERS
+    """Tags of the opening post's author, the other user and the model."""
+    stop: tuple[str, ...] | None = None
+    """The reply ends before the first of these strings; None: before a blank line, or a line
+    break followed by a speaker tag (any `Name:` at the start of a line, `User3:` too)."""
+
+    def __post_init__(self) -> None:
+        t = self.template
+        if t.count("{speaker}") != 1 or t.count("{content}") != 1:
+            raise ValueError(
+                f"completion template must hold {{speaker}} and {{content}} once each, got {t!r}"
+            )
+        if t.index("{speaker}") > t.index("{content}") or not t.endswith("\n"):
+            raise ValueError(
+                "completion template must put {speaker} before {content} and end with a line "
+                f"break, got {t!r}"
+            )
+        if "\n" in t[: t.index("{content}")]:
+            raise ValueError(f"completion template must write a message on one line, got {t!r}")
+        speakers = tuple(self.speakers)
+        if len(speakers) != 3 or len(set(speakers)) != 3:
+            raise ValueError(
+                f"completion speakers must be 3 distinct tags (opener, user, model), got {speakers}"
+            )
+        if any(not s.strip() or "\n" in s or s != s.strip() for s in speakers):
+            raise ValueError(
+                f"completion speakers must be non-empty one-line tags without outer spaces, "
+                f"got {speakers}"
+            )
+        object.__setattr__(self, "speakers", speakers)
+        if self.stop is not None:
+            stop = tuple(self.stop)
+            if not stop or any(not s for s in stop):
+                raise ValueError(f"completion stop strings must be non-empty, got {stop}")
+            object.__setattr__(self, "stop", stop)
+
+    @classmethod
+    def parse_speakers(cls, spec: str) -> tuple[str, ...]:
+        """`"OP,User1,User2"` -> the three tags."""
+        return tuple(s.strip() for s in spec.split(","))
+
+    @property
+    def stop_pattern(self) -> re.Pattern[str]:
+        """Where a reply ends: the first match of this."""
+        if self.stop is not None:
+            return re.compile("|".join(re.escape(s) for s in self.stop))
+        return _DEFAULT_STOP
+
+    @property
+    def stop_chars(self) -> int:
+        """The most characters a stop match spans (bounds the text a stop check decodes)."""
+        return max(len(s) for s in self.stop) if self.stop is not None else _DEFAULT_STOP_CHARS
+
+    def cut(self, text: str) -> str:
+        """A generated continuation, cut before its first stop and stripped."""
+        found = self.stop_pattern.search(text)
+        return (text if found is None else text[: found.start()]).strip()
+
+    def pieces(self, messages: Sequence[Message], *, prompt: bool = True) -> list[tuple[str, bool]]:
+        """The thread as `(text, is_content)` pieces, in order; the last piece is the reply's
+        tag when `prompt`. Content pieces carry the whitespace the template puts before them."""
+        t = self.template
+        before = t[: t.index("{content}")]
+        head, gap = before.rstrip(), before[len(before.rstrip()) :]
+        after = t[t.index("{content}") + len("{content}") :]
+        pieces: list[tuple[str, bool]] = []
+        markup = ""
+        for m in messages:
+            role, content = str(m["role"]), " ".join(_LINE_BREAK.split(str(m["content"]).strip()))
+            if role == "system":
+                markup += content + "\n\n"
+                continue
+            if role not in THREAD_ROLES:
+                raise ValueError(
+                    f"a thread message's role must be one of {THREAD_ROLES} or 'system', "
+                    f"got {role!r}"
+                )
+            speaker = self.speakers[THREAD_ROLES.index(role)]
+            pieces.append((markup + head.format(speaker=speaker), False))
+            pieces.append((gap + content, True))
+            markup = after
+        if prompt:
+            pieces.append((markup + head.format(speaker=self.speakers[2]), False))
+        elif markup:
+            pieces.append((markup, False))
+        return pieces
+
+    def render(self, messages: Sequence[Message], *, prompt: bool = True) -> str:
+        """The thread as text (what `encode` tokenises, piece by piece)."""
+        return "".join(text for text, _ in self.pieces(messages, prompt=prompt))
+
+    def encode(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        messages: Sequence[Message],
+        *,
+        prompt: bool = True,
+        tail_chars: int | None = None,
+    ) -> tuple[list[int], tuple[int, int]]:
+        """Token ids of the thread, and the `[start, end)` ids of the last message's content
+        (of its last `tail_chars` characters, tokenised as a piece of their own, when given).
+
+        Content is tokenised with special tokens split, so `<|endoftext|>` in a message stays
+        plain text. The tokenizer's own prefix (a BOS token, for Llama-style tokenizers)
+        comes first."""
+        ids = [
+            i for i in tokenizer("", add_special_tokens=True).input_ids if i is not None
+        ]  # BOS, where the tokenizer adds one
+        span = (0, 0)
+        pieces = self.pieces(messages, prompt=prompt)
+        last = max((k for k, (_, content) in enumerate(pieces) if content), default=-1)
+        for k, (text, content) in enumerate(pieces):
+            if k == last and tail_chars is not None:
+                cut = max(len(text) - tail_chars, 0)
+                while cut > 0 and text[cut - 1].isspace():
+                    cut -= 1  # the space before a word is tokenised with the word
+                ids += _encode(tokenizer, text[:cut])
+                start = len(ids)
+                ids += _encode(tokenizer, text[cut:])
+                span = (start, len(ids))
+                continue
+            start = len(ids)
+            ids += _encode(tokenizer, text)
+            if k == last:
+                span = (start, len(ids))
+        return ids, span
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids)
