@@ -88,17 +88,29 @@ class ChatLM:
         return ids[-self.max_context_tokens :]
 
     def log_likelihood(
-        self, conversations: Sequence[Sequence[Message]], tail_chars: Sequence[int]
+        self,
+        conversations: Sequence[Sequence[Message]],
+        tail_chars: Sequence[int],
+        score_chars: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> np.ndarray:
         """Per conversation, the mean log-probability per token (nats) of the last `tail_chars`
         characters of its last message given everything before them, as this LM reads the
         chat: how natural an utterance is to the defender (ASTPrompter's likelihood term).
-        One batched forward; nan for an empty tail."""
+
+        With `score_chars`, per conversation the `[start, end)` character ranges of the tail
+        (its stripped text) whose tokens count: a token counts when it holds a character of
+        one, and the others are read as context but left out of the mean (the reward scores
+        an utterance's novel words so). One batched forward; nan where no token counts (an
+        empty tail, or no token in `score_chars`)."""
         if len(conversations) != len(tail_chars):
             raise ValueError(
                 f"{len(conversations)} conversations but {len(tail_chars)} tail lengths"
             )
-        rows, spans, todo = [], [], []
+        if score_chars is not None and len(score_chars) != len(conversations):
+            raise ValueError(
+                f"{len(conversations)} conversations but {len(score_chars)} score_chars"
+            )
+        rows, spans, masks, todo = [], [], [], []
         for i, (conversation, tail) in enumerate(zip(conversations, tail_chars, strict=True)):
             messages = list(conversation)
             if self.system_prompt:
@@ -106,19 +118,33 @@ class ChatLM:
             ids, (start, end) = encode_chat_span(
                 self.tokenizer, messages, add_generation_prompt=False, tail_chars=tail
             )
+            mask = None
+            if score_chars is not None:
+                content = str(messages[-1]["content"]).strip()
+                text = content[max(len(content) - tail, 0) :]
+                mask = _tokens_in(self.tokenizer, text, ids[start:end], score_chars[i])
             cut = max(len(ids) - self.max_context_tokens, 0)
-            start, end = max(start - cut, 1), end - cut
-            if end > start:
+            kept = max(start - cut, 1)
+            if mask is not None:
+                mask = mask[kept + cut - start :]
+            start, end = kept, end - cut
+            if end > start and (mask is None or mask.any()):
                 rows.append(ids[cut:])
                 spans.append((start, end))
+                masks.append(mask)
                 todo.append(i)
         result = np.full(len(conversations), np.nan)
         if rows:
-            result[todo] = self._span_logprob(rows, spans)
+            result[todo] = self._span_logprob(rows, spans, masks)
         return result
 
     @torch.inference_mode()
-    def _span_logprob(self, rows: list[list[int]], spans: list[tuple[int, int]]) -> np.ndarray:
+    def _span_logprob(
+        self,
+        rows: list[list[int]],
+        spans: list[tuple[int, int]],
+        masks: Sequence[np.ndarray | None] | None = None,
+    ) -> np.ndarray:
         # left padded, so every row ends in the last column and only the columns from the
         # earliest span start on need logits (not [B, L, vocab] for the whole context)
         input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id or 0, self.device)
@@ -137,7 +163,10 @@ class ChatLM:
             first = start + shift - 1 - (width - keep)  # logits column predicting `start`
             pred = logits[r, first : first + end - start].log_softmax(-1)
             targets = input_ids[r, start + shift : end + shift]
-            out[r] = pred.gather(-1, targets[:, None]).mean().item()
+            logprobs = pred.gather(-1, targets[:, None])[:, 0]
+            if masks is not None and masks[r] is not None:
+                logprobs = logprobs[torch.as_tensor(masks[r], device=logprobs.device)]
+            out[r] = logprobs.mean().item()
         return out
 
     def respond(
@@ -159,3 +188,21 @@ class ChatLM:
         self._cache = samples.cache
         texts = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
         return [t.strip() for t in texts]
+
+
+def _tokens_in(
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    ids: Sequence[int],
+    ranges: Sequence[tuple[int, int]],
+) -> np.ndarray:
+    """Per token of `ids` (the tokens of `text`), whether it holds a character of one of the
+    `[start, end)` character `ranges` of `text`."""
+    encoded = tokenizer(
+        text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True
+    )
+    if list(encoded.input_ids) != list(ids):
+        raise ValueError("the tokenizer's offsets do not match the tokens of the text")
+    return np.asarray(
+        [any(a < e and s < b for s, e in ranges) for a, b in encoded.offset_mapping], dtype=bool
+    )
