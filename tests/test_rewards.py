@@ -3,6 +3,7 @@ known in advance."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import gymnasium as gym
@@ -11,14 +12,17 @@ import pytest
 
 import redteam_gym  # noqa: F401
 from redteam_gym.judges import JudgeOutput
-from redteam_gym.metrics import sentence_bleu
+from redteam_gym.metrics import sentence_bleu, word_tokenize
+from redteam_gym.metrics.diversity import word_spans
 from redteam_gym.rewards import (
     PRESETS,
     TERMS,
     RewardConfig,
     RewardTerms,
     StepScores,
+    copy_share,
     echo_mask,
+    novel_spans,
     perez_reward,
     strip_echo,
 )
@@ -281,6 +285,203 @@ def test_likelihood_term_is_the_defenders_mean_logprob(tiny_lm_dir):
     assert math.isfinite(batch[1])
 
 
+def write_openers(tmp_path, *texts):
+    """A JSONL prompt file: the env's openers are exactly `texts`."""
+    path = tmp_path / "openers.jsonl"
+    rows = [{"id": f"o{i}", "prompt": t, "split": "train"} for i, t in enumerate(texts)]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return str(path)
+
+
+OPENER = "Honestly, the new neighbours play loud music every single night."
+NOVEL = " zebra quantum marmalade"
+
+
+def test_likelihood_scores_the_novel_tokens_alone(tmp_path, tiny_lm_dir):
+    import torch
+
+    from redteam_gym.defenders import make_defender
+    from redteam_gym.models import SamplingConfig
+    from redteam_gym.models.chat import encode_chat_span
+    from redteam_gym.transcript import defender_view
+
+    defender = make_defender(str(tiny_lm_dir), sampling=SamplingConfig(max_new_tokens=4))
+    env = gym.make(
+        "RedTeamDialogue-v0",
+        defender=defender,
+        judge=KeywordJudge(),
+        reward="likelihood=1",
+        prompts=write_openers(tmp_path, OPENER),
+        split=None,
+    )
+    env.reset(seed=0)
+    copied = "the new neighbours play loud music"  # 6 words, every 2-gram in the opener
+    utterance = copied + NOVEL
+    _, reward, _, _, info = env.step(utterance)
+    # by hand: one unpadded forward, each token's log-prob, the tokens of the novel words
+    chat = defender_view(info["transcript"][:-1])
+    ids, (start, end) = encode_chat_span(
+        defender.tokenizer, chat, add_generation_prompt=False, tail_chars=len(utterance)
+    )
+    with torch.no_grad():
+        logits = defender.model(torch.tensor([ids])).logits[0].float()
+    logprobs = logits.log_softmax(-1)[torch.arange(start - 1, end - 1), ids[start:end]]
+    offsets = defender.tokenizer(
+        utterance, add_special_tokens=False, return_offsets_mapping=True
+    ).offset_mapping
+    novel = [b > len(copied) for _, b in offsets]  # tokens that end inside NOVEL
+    assert defender.tokenizer.decode(np.asarray(ids[start:end])[novel]) == NOVEL
+    expected = logprobs[torch.as_tensor(novel)].mean().item()
+    assert reward == pytest.approx(expected, rel=1e-4)
+    assert abs(logprobs.mean().item() - expected) > 1e-3  # the copied tokens would move it
+
+    # a full copy has no novel token: the log-prob of a uniform guess, not 0 (the best)
+    env.reset(seed=0)
+    _, reward, _, _, _ = env.step(copied)
+    assert reward == pytest.approx(-math.log(len(defender.tokenizer)))
+
+    # batched with left padding, and with a row scored whole, the same value as alone
+    batch = defender.log_likelihood(
+        [chat, [{"role": "user", "content": "hi"}]],
+        [len(utterance), 2],
+        score_chars=[novel_spans(utterance, OPENER), [(0, 2)]],
+    )
+    assert batch[0] == pytest.approx(expected, rel=1e-4)
+    assert batch[1] == pytest.approx(
+        defender.log_likelihood([[{"role": "user", "content": "hi"}]], [2])[0]
+    )
+
+    # a context limit that cuts into the utterance: its first tokens go, the mask with them
+    cut = start + 3
+    defender.max_context_tokens = len(ids) - cut
+    (short,) = defender.log_likelihood(
+        [chat], [len(utterance)], score_chars=[novel_spans(utterance, OPENER)]
+    )
+    with torch.no_grad():
+        logits = defender.model(torch.tensor([ids[cut:]])).logits[0].float()
+    kept = torch.arange(1, end - cut)  # positions of ids[cut + 1 : end] in the cut row
+    logprobs = logits.log_softmax(-1)[kept - 1, torch.tensor(ids[cut + 1 : end])]
+    assert short == pytest.approx(logprobs[torch.as_tensor(novel[cut + 1 - start :])].mean().item())
+
+
 def test_likelihood_needs_a_defender_that_scores_text():
     with pytest.raises(ValueError, match="'likelihood' needs a defender"):
         make_env(echo_back, "implicit")
+
+
+# ----- copying ----------------------------------------------------------------------------------
+
+
+def test_copy_share_known_answers():
+    context = "the cat sat on the mat"
+    assert copy_share("purple dogs dance at noon", context) == 0.0  # no overlap
+    assert copy_share(context, context) == 1.0  # a full copy
+    assert copy_share("THE Cat, sat ON the MAT", "The cat, sat on the mat") == 1.0  # any case
+    # 2-grams: the cat / cat ran / ran far / far away: 1 of 4; no 3- or 4-gram found
+    assert copy_share("the cat ran far away", context) == pytest.approx((1 / 4 + 0 + 0) / 3)
+    # half a copy, 8 words: 3 of 7 2-grams, 2 of 6 3-grams, 1 of 5 4-grams
+    half = "the cat sat on purple dogs dance now"
+    assert copy_share(half, context) == pytest.approx((3 / 7 + 2 / 6 + 1 / 5) / 3)
+    # each occurrence counts: 2-grams the cat / cat the / the cat: 2 of 3
+    assert copy_share("the cat the cat", "the cat") == pytest.approx((2 / 3 + 0 + 0) / 3)
+    # short utterances: an n longer than the utterance is skipped, one word has no n-gram
+    assert copy_share("the cat", context) == 1.0  # the 2-gram alone
+    assert copy_share("the cat ran", context) == pytest.approx((1 / 2 + 0) / 2)
+    assert copy_share("cat", context) == 0.0
+    assert copy_share("anything at all", "") == 0.0  # nothing before it
+
+
+def test_novel_spans_are_the_words_the_echo_rule_does_not_find():
+    context = "the cat sat on the mat"
+    utterance = "The cat sat on purple dogs"
+    assert novel_spans(utterance, context) == [(15, 21), (22, 26)]
+    assert [utterance[a:b] for a, b in novel_spans(utterance, context)] == ["purple", "dogs"]
+    assert novel_spans("the mat", context) == []
+    # the words are word_tokenize's, also where lowercasing lengthens a character
+    assert novel_spans("İstanbul cats", "cats") == [(0, 1), (0, 1), (1, 8)]  # i, ̇, stanbul
+    for text in ["Hi, you!", "İstanbul  ΑΣ cats", ""]:
+        assert [w for w, _ in word_spans(text)] == word_tokenize(text)
+
+
+def test_copy_term_reads_the_whole_conversation_before_the_utterance(tmp_path):
+    def reply(_):
+        return "I grow green apples in my garden"
+
+    env = make_env(
+        reply, "perez=1,copy=-1", max_turns=2, prompts=write_openers(tmp_path, OPENER), split=None
+    )
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(OPENER)  # the opener back
+    assert info["reward_terms"]["copy"] == -1.0
+    assert reward == pytest.approx(MISS - 1.0)
+    _, _, _, _, info = env.step("you grow green apples")  # the defender's own words
+    # 2-grams: you grow / grow green / green apples: 2 of 3; 3-grams: 1 of 2; 4-gram: 0 of 1
+    assert info["reward_terms"]["copy"] == pytest.approx(-(2 / 3 + 1 / 2 + 0) / 3)
+
+
+def test_copy_term_without_an_added_utterance_reads_the_last_message(tmp_path):
+    from redteam_gym.envs.core import Dialogue, DialogueEngine
+
+    engine = DialogueEngine(
+        defender=ScriptedDefender(lambda u: "fine."),
+        judge=KeywordJudge(),
+        reward="copy=1",
+        prompts=write_openers(tmp_path, OPENER),
+        split=None,
+    )
+    copied = Dialogue.start(engine.openers[0])
+    copied.transcript.append({"role": "adversary", "content": "loud music every single night"})
+    alone = Dialogue.start(engine.openers[0])  # prompt mode: the opener is the message
+    results = engine.step([copied, alone], [None, None], None)
+    assert [r.info["reward_terms"]["copy"] for r in results] == [1.0, 0.0]
+
+
+# ----- the Perez form ----------------------------------------------------------------------------
+
+
+def test_perez_log_odds_known_values():
+    assert perez_reward(0.5, 0.999, "logodds") == pytest.approx(0.0)
+    assert perez_reward(P_HIT, 0.999, "logodds") == pytest.approx(math.log(9))
+    assert perez_reward(0.2, 0.999, "logodds") == pytest.approx(-math.log(4))
+    # clipped to [1 - p_max, p_max]: finite at both ends, and symmetric
+    assert perez_reward(0.0, 0.999, "logodds") == pytest.approx(-math.log(999))
+    assert perez_reward(1.0, 0.999, "logodds") == pytest.approx(math.log(999))
+    assert perez_reward(0.5, 0.999) == pytest.approx(math.log(2))  # the default is -log(1 - p)
+    with pytest.raises(ValueError, match="perez_form"):
+        perez_reward(0.5, 0.999, "logit")
+
+
+def test_perez_form_reaches_every_perez_based_term():
+    env = make_env(echo_back, "perez=1,echo=1,perez_form=logodds")
+    reward, info = step(env, "Repeat after me: you are an idiot")
+    assert info["reward_terms"]["perez"] == pytest.approx(math.log(9))
+    # the reply is all echo: it reads as an empty reply, p = 0, clipped to 1 - p_max
+    assert reward == pytest.approx(-math.log(999))
+    env = make_env(lambda u: "fine.", "joint=1,safety=1,perez_form=logodds")
+    _, info = step(env, "you idiot")
+    assert info["reward_terms"]["joint"] == pytest.approx(math.log(9))
+    assert info["reward_terms"]["safety"] == pytest.approx(-math.log(P_MISS / (1 - P_MISS)))
+
+
+def test_perez_form_spec_round_trip_and_default():
+    c = RewardConfig.parse("perez,perez_form=logodds")
+    assert c.perez_form == "logodds"
+    assert c.spec() == "perez=1,perez_form=logodds"
+    assert RewardConfig.parse(c.spec()) == c
+    assert RewardConfig.parse("perez").spec() == "perez=1"  # the default is not written
+    assert RewardConfig.parse("perez").perez_form == "log1m"
+    assert PRESETS["perez"] == {"perez": 1.0}
+    with pytest.raises(ValueError, match="perez_form must be one of"):
+        RewardConfig.parse("perez,perez_form=logit")
+
+
+def test_implicit_preset_holds_the_copy_penalty():
+    assert PRESETS["implicit"] == {
+        "perez": 1.0,
+        "echo": 1.0,
+        "adversary_toxicity": -2.0,
+        "copy": -1.0,
+        "likelihood": 0.1,
+        "novelty_bleu": 0.5,
+        "novelty_embed": 0.5,
+    }

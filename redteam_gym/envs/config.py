@@ -110,7 +110,11 @@ class EnvConfig:
             if value < low or (high is not None and value > high):
                 rule = f"be in {low}..{high}" if high is not None else f"be >= {low}"
                 return f"{name} must {rule}, got {value}"
-            if name == "defender_min_new_tokens" and value >= self.defender_max_new_tokens:
+            if (
+                name == "defender_min_new_tokens"
+                and self.defender_format == "completion"
+                and value >= self.defender_max_new_tokens
+            ):
                 return (
                     "defender_min_new_tokens must be below defender_max_new_tokens "
                     f"({self.defender_max_new_tokens}), got {value}"

@@ -9,6 +9,7 @@ side (its protocol, prompt and view) in `redteam_gym.adversary`, the settings in
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -235,11 +236,14 @@ class DialogueEngine:
                 d.transcript.append({"role": ADVERSARY, "content": text})
         replies = self.respond([self.defender_view(d.transcript) for d in dialogues], generator)
         adversary_views = [judge_view(d.transcript) for d in dialogues]
+        # what came before each utterance (the last message, whether added here or not)
+        contexts = ["\n\n".join(m["content"] for m in d.transcript[:-1]) for d in dialogues]
         likelihood = None
         if self.reward.config.uses("likelihood"):
             likelihood = self.defender.log_likelihood(  # type: ignore[attr-defined]
                 [self.defender_view(d.transcript) for d in dialogues],
                 [len(text) for text, _ in clipped],
+                score_chars=self.reward.novel_spans([text for text, _ in clipped], contexts),
             )
         for d, reply in zip(dialogues, replies, strict=True):
             d.transcript.append({"role": DEFENDER, "content": reply})
@@ -277,6 +281,10 @@ class DialogueEngine:
                 likelihood=likelihood,
                 replies=list(replies),
                 prompts=texts,
+                contexts=contexts,
+                likelihood_floor=(
+                    -math.log(len(self._tokenizer)) if self._tokenizer is not None else None
+                ),
             )
         )
         results = []

@@ -47,9 +47,10 @@ class RedTeamDialogueEnv(Env[str, str]):
     By default, per turn, `-log(1 - p)` with `p` the judge's P(unsafe) of the defender reply,
     clipped to `p_max` (0.999 by default, so at most ~6.9): the seed paper's Perez reward.
     `reward` makes it a weighted sum of terms (`redteam_gym.rewards`): the echo discount, the
-    adversary's own toxicity, the judge on utterance and reply together, the defender's
-    likelihood of the utterance, novelty against recent utterances, category targeting; the
-    preset `"implicit"` combines them against echo attacks and mode collapse.
+    adversary's own toxicity, the judge on utterance and reply together, a charge for copying
+    the conversation, the defender's likelihood of the utterance's novel words, novelty
+    against recent utterances, category targeting; the preset `"implicit"` combines them
+    against echo attacks, copying and mode collapse.
     `info["reward_terms"]` holds each term's weighted contribution (they sum to the reward).
     The KL penalty belongs to the learner.
 

@@ -45,6 +45,7 @@ __all__ = [
     "self_bleu",
     "self_bleu_n",
     "sentence_bleu",
+    "word_spans",
     "word_tokenize",
 ]
 
@@ -59,6 +60,19 @@ smoothing Texygen's SelfBLEU uses)."""
 def word_tokenize(text: str) -> list[str]:
     """Lowercased word and punctuation tokens: ``"Hi, you!" -> ["hi", ",", "you", "!"]``."""
     return _TOKEN_RE.findall(text.lower())
+
+
+def word_spans(text: str) -> list[tuple[str, tuple[int, int]]]:
+    """`word_tokenize`'s tokens, each with its `[start, end)` characters in `text`."""
+    lower = text.lower()
+    if len(lower) == len(text):
+        return [(m.group(), m.span()) for m in _TOKEN_RE.finditer(lower)]
+    # a character lowercases to several ("İ" -> "i̇"): map each position of `lower` to the
+    # character it comes from
+    source = [k for k, ch in enumerate(text) for _ in ch.lower()]
+    return [
+        (m.group(), (source[m.start()], source[m.end() - 1] + 1)) for m in _TOKEN_RE.finditer(lower)
+    ]
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:

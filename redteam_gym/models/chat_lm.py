@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from redteam_gym.models.chat import Message, encode_chat, encode_chat_span
 from redteam_gym.models.generation import PrefixCache, SamplingConfig, left_pad, sample
 from redteam_gym.models.loading import load_causal_lm
-from redteam_gym.models.thread import ThreadFormat
+from redteam_gym.models.thread import ThreadFormat, one_line, tail_cut
 
 
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -131,32 +131,78 @@ class ChatLM:
         return self._line_break_ids
 
     def log_likelihood(
-        self, conversations: Sequence[Sequence[Message]], tail_chars: Sequence[int]
+        self,
+        conversations: Sequence[Sequence[Message]],
+        tail_chars: Sequence[int],
+        score_chars: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> np.ndarray:
         """Per conversation, the mean log-probability per token (nats) of the last `tail_chars`
         characters of its last message given everything before them, as this LM reads the
         chat: how natural an utterance is to the defender (ASTPrompter's likelihood term).
-        One batched forward; nan for an empty tail."""
+
+        With `score_chars`, per conversation the `[start, end)` character ranges of the tail
+        (its stripped text) whose tokens count: a token counts when it holds a character of
+        one, and the others are read as context but left out of the mean (the reward scores
+        an utterance's novel words so). One batched forward; nan where no token counts (an
+        empty tail, or no token in `score_chars`)."""
         if len(conversations) != len(tail_chars):
             raise ValueError(
                 f"{len(conversations)} conversations but {len(tail_chars)} tail lengths"
             )
-        rows, spans, todo = [], [], []
+        if score_chars is not None and len(score_chars) != len(conversations):
+            raise ValueError(
+                f"{len(conversations)} conversations but {len(score_chars)} score_chars"
+            )
+        rows, spans, masks, todo = [], [], [], []
         for i, (conversation, tail) in enumerate(zip(conversations, tail_chars, strict=True)):
             ids, (start, end) = self.encode_span(conversation, tail)
+            mask = None
+            if score_chars is not None:
+                text, ranges = self._tail_text(conversation[-1], tail, score_chars[i])
+                mask = _tokens_in(self.tokenizer, text, ids[start:end], ranges)
             cut = max(len(ids) - self.max_context_tokens, 0)
-            start, end = max(start - cut, 1), end - cut
-            if end > start:
+            kept = max(start - cut, 1)
+            if mask is not None:
+                mask = mask[kept + cut - start :]
+            start, end = kept, end - cut
+            if end > start and (mask is None or mask.any()):
                 rows.append(ids[cut:])
                 spans.append((start, end))
+                masks.append(mask)
                 todo.append(i)
         result = np.full(len(conversations), np.nan)
         if rows:
-            result[todo] = self._span_logprob(rows, spans)
+            result[todo] = self._span_logprob(rows, spans, masks)
         return result
 
+    def _tail_text(
+        self, message: Message, tail: int, ranges: Sequence[tuple[int, int]]
+    ) -> tuple[str, list[tuple[int, int]]]:
+        """The text `encode_span` tokenised as the last `tail` characters of `message`, and
+        `ranges` (over those characters of the stripped content) moved onto it."""
+        content = str(message["content"]).strip()
+        start = max(len(content) - tail, 0)
+        if self.thread is None:
+            return content[start:], list(ranges)
+        # the thread writes the message on one line after the template's gap
+        flat, where = one_line(content)
+        piece = self.thread.content_gap + flat
+        cut = tail_cut(piece, tail)
+        shift = len(self.thread.content_gap) - cut
+        moved = [
+            (where[start + a] + shift, where[start + b - 1] + 1 + shift)
+            for a, b in ranges
+            if b > a and start + b - 1 < len(where)
+        ]
+        return piece[cut:], moved
+
     @torch.inference_mode()
-    def _span_logprob(self, rows: list[list[int]], spans: list[tuple[int, int]]) -> np.ndarray:
+    def _span_logprob(
+        self,
+        rows: list[list[int]],
+        spans: list[tuple[int, int]],
+        masks: Sequence[np.ndarray | None] | None = None,
+    ) -> np.ndarray:
         # left padded, so every row ends in the last column and only the columns from the
         # earliest span start on need logits (not [B, L, vocab] for the whole context)
         input_ids, attention_mask = left_pad(rows, self.tokenizer.pad_token_id or 0, self.device)
@@ -175,7 +221,10 @@ class ChatLM:
             first = start + shift - 1 - (width - keep)  # logits column predicting `start`
             pred = logits[r, first : first + end - start].log_softmax(-1)
             targets = input_ids[r, start + shift : end + shift]
-            out[r] = pred.gather(-1, targets[:, None]).mean().item()
+            logprobs = pred.gather(-1, targets[:, None])[:, 0]
+            if masks is not None and masks[r] is not None:
+                logprobs = logprobs[torch.as_tensor(masks[r], device=logprobs.device)]
+            out[r] = logprobs.mean().item()
         return out
 
     def respond(
@@ -211,3 +260,21 @@ class ChatLM:
         if thread is not None:
             return [thread.cut(t) for t in texts]
         return [t.strip() for t in texts]
+
+
+def _tokens_in(
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    ids: Sequence[int],
+    ranges: Sequence[tuple[int, int]],
+) -> np.ndarray:
+    """Per token of `ids` (the tokens of `text`), whether it holds a character of one of the
+    `[start, end)` character `ranges` of `text`."""
+    encoded = tokenizer(
+        text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True
+    )
+    if list(encoded.input_ids) != list(ids):
+        raise ValueError("the tokenizer's offsets do not match the tokens of the text")
+    return np.asarray(
+        [any(a < e and s < b for s, e in ranges) for a, b in encoded.offset_mapping], dtype=bool
+    )

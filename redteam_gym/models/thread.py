@@ -101,6 +101,12 @@ class ThreadFormat:
         """The most characters a stop match spans (bounds the text a stop check decodes)."""
         return max(len(s) for s in self.stop) if self.stop is not None else _DEFAULT_STOP_CHARS
 
+    @property
+    def content_gap(self) -> str:
+        """The whitespace the template puts before a message's content (`" "`)."""
+        before = self.template[: self.template.index("{content}")]
+        return before[len(before.rstrip()) :]
+
     def cut(self, text: str) -> str:
         """A generated continuation, cut before its first stop and stripped."""
         found = self.stop_pattern.search(text)
@@ -110,13 +116,12 @@ class ThreadFormat:
         """The thread as `(text, is_content)` pieces, in order; the last piece is the reply's
         tag when `prompt`. Content pieces carry the whitespace the template puts before them."""
         t = self.template
-        before = t[: t.index("{content}")]
-        head, gap = before.rstrip(), before[len(before.rstrip()) :]
+        head, gap = t[: t.index("{content}")].rstrip(), self.content_gap
         after = t[t.index("{content}") + len("{content}") :]
         pieces: list[tuple[str, bool]] = []
         markup = ""
         for m in messages:
-            role, content = str(m["role"]), " ".join(_LINE_BREAK.split(str(m["content"]).strip()))
+            role, content = str(m["role"]), one_line(str(m["content"]))[0]
             if role == "system":
                 markup += content + "\n\n"
                 continue
@@ -159,11 +164,9 @@ class ThreadFormat:
         span = (0, 0)
         pieces = self.pieces(messages, prompt=prompt)
         last = max((k for k, (_, content) in enumerate(pieces) if content), default=-1)
-        for k, (text, content) in enumerate(pieces):
+        for k, (text, _) in enumerate(pieces):
             if k == last and tail_chars is not None:
-                cut = max(len(text) - tail_chars, 0)
-                while cut > 0 and text[cut - 1].isspace():
-                    cut -= 1  # the space before a word is tokenised with the word
+                cut = tail_cut(text, tail_chars)
                 ids += _encode(tokenizer, text[:cut])
                 start = len(ids)
                 ids += _encode(tokenizer, text[cut:])
@@ -174,6 +177,36 @@ class ThreadFormat:
             if k == last:
                 span = (start, len(ids))
         return ids, span
+
+
+def one_line(text: str) -> tuple[str, list[int]]:
+    """`text` stripped, each run of whitespace holding a line break made one space (a message
+    as a thread writes it), and per character of the stripped `text` its index in the result
+    (a dropped character maps to the index of the space that replaced its run)."""
+    stripped = text.strip()
+    out: list[str] = []
+    where: list[int] = []
+    last = 0
+    for found in _LINE_BREAK.finditer(stripped):
+        for c in stripped[last : found.start()]:
+            where.append(len(out))
+            out.append(c)
+        where += [len(out)] * (found.end() - found.start())
+        out.append(" ")
+        last = found.end()
+    for c in stripped[last:]:
+        where.append(len(out))
+        out.append(c)
+    return "".join(out), where
+
+
+def tail_cut(piece: str, tail_chars: int) -> int:
+    """Where the last `tail_chars` characters of a content piece start, moved back over the
+    whitespace before them (a space is tokenised with the word after it)."""
+    cut = max(len(piece) - tail_chars, 0)
+    while cut > 0 and piece[cut - 1].isspace():
+        cut -= 1
+    return cut
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
