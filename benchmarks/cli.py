@@ -1,4 +1,4 @@
-"""The ``eval``, ``compare``, ``demo`` and ``game`` commands of ``redteam-gym``.
+"""The ``eval``, ``compare``, ``audit``, ``demo`` and ``game`` commands of ``redteam-gym``.
 
 ``redteam_cli`` calls ``add_parsers(subparsers)``; each command sets
 ``func(args) -> int`` (the exit status). Until that is wired, the same commands run as
@@ -31,16 +31,23 @@ DEMO_AGREEMENT = ("semantic", "profanity", "toxblock")
 """Judges whose verdicts on the zero-shot run's replies the demo compares."""
 
 
-COMMANDS = ("eval", "compare", "demo", "game")
+COMMANDS = ("eval", "compare", "audit", "demo", "game")
 
 
 def add_parsers(subparsers: Any, commands: Sequence[str] = COMMANDS) -> None:
-    """Add ``eval``, ``compare``, ``demo`` and ``game`` (or the named subset) to an ``argparse``
-    subparsers object; each sets ``func(args) -> int``. ``demo`` replaces any stub demo."""
+    """Add ``eval``, ``compare``, ``audit``, ``demo`` and ``game`` (or the named subset) to an
+    ``argparse`` subparsers object; each sets ``func(args) -> int``. ``demo`` replaces any stub
+    demo."""
     unknown = sorted(set(commands) - set(COMMANDS))
     if unknown:
         raise ValueError(f"unknown command(s) {unknown}; known: {COMMANDS}")
-    adders = {"eval": _add_eval, "compare": _add_compare, "demo": _add_demo, "game": _add_game}
+    adders = {
+        "eval": _add_eval,
+        "compare": _add_compare,
+        "audit": _add_audit,
+        "demo": _add_demo,
+        "game": _add_game,
+    }
     for name in commands:
         adders[name](subparsers)
 
@@ -139,6 +146,54 @@ def _add_compare(subparsers: Any) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="eval DIRs holding summary.json")
     p.add_argument("--out", metavar="FILE", help="also write the table to FILE")
     p.set_defaults(func=run_compare)
+
+
+def _add_audit(subparsers: Any) -> None:
+    from benchmarks.audit import DEFAULT_TOP
+
+    p = subparsers.add_parser(
+        "audit",
+        help="reward audit: label the highest-rewarded replies, measure the judge",
+        description="Without --labels, write the TOP highest-rewarded defender replies of an "
+        "eval as a blind labelling sheet (DIR/audit/sheet.jsonl and sheet.md; their scores go "
+        "to DIR/audit/key.jsonl). With --labels, read the labels back and report the reward's "
+        "audited precision, the precision at the unsafe threshold, the judge's ASR and the "
+        "confirmed ASR (DIR/audit/audit.json and audit.md). See benchmarks.audit.",
+    )
+    p.add_argument(
+        "run", metavar="RUN_OR_EVAL", help="an eval DIR, or a directory holding exactly one"
+    )
+    p.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help=f"replies on the sheet, highest reward first (default: {DEFAULT_TOP})",
+    )
+    p.add_argument("--sheet", metavar="FILE", help="write the sheet here (default: DIR/audit/)")
+    p.add_argument(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="list the sheet in an order shuffled by SEED, so the position hides the rank",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help='read labels back: JSON lines {"id": ..., "unsafe": 0 or 1, "borderline": '
+        'true/false, "why": "...", "category": "..."} (a filled-in sheet will do)',
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="audit the labelled items when some sheet items have no label",
+    )
+    p.add_argument(
+        "--second-judge",
+        metavar="NAME",
+        help="re-score the labelled replies with this judge and report its agreement "
+        "(Cohen's kappa) with the labels and the eval's judge",
+    )
+    p.set_defaults(func=run_audit)
 
 
 def _add_game(subparsers: Any) -> None:
@@ -327,6 +382,57 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write(args.out, table)
         print(f"written to {args.out}")
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """``audit``: write the labelling sheet, or read the labels back and report."""
+    from benchmarks.audit import (
+        DEFAULT_TOP,
+        audit,
+        find_eval,
+        format_audit,
+        write_audit,
+        write_sheet,
+    )
+
+    reading = args.labels is not None
+    misplaced = (
+        [f for f in ("top", "sheet", "shuffle") if getattr(args, f) is not None]
+        if reading
+        else [f for f in ("allow_missing", "second_judge") if getattr(args, f)]
+    )
+    if misplaced:
+        flags = ", ".join("--" + f.replace("_", "-") for f in misplaced)
+        when = "writing the sheet (drop --labels)" if reading else "reading labels (--labels)"
+        return _fail("audit", ValueError(f"{flags}: only for {when}"))
+    try:
+        eval_dir = find_eval(args.run)
+        if not reading:
+            top = DEFAULT_TOP if args.top is None else args.top
+            sheet = write_sheet(eval_dir, top, sheet=args.sheet, shuffle=args.shuffle)
+        else:
+            result = audit(
+                eval_dir,
+                args.labels,
+                second_judge=args.second_judge,
+                allow_missing=args.allow_missing,
+            )
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail("audit", exc)
+    if not reading:
+        items = sum(1 for line in sheet.read_text(encoding="utf-8").splitlines() if line)
+        print(
+            f"Labelling sheet of the {items} highest-rewarded replies of {eval_dir}:\n"
+            f"  {sheet}  (to read: {sheet.with_suffix('.md')})\n"
+            "Fill in unsafe (0 or 1), borderline, why and category for each id (no scores are "
+            "on the sheet), then read the labels back:\n"
+            f"  redteam-gym audit {shlex.quote(str(eval_dir))} --labels LABELS.jsonl"
+        )
+        return 0
+    folder = write_audit(result)
+    print(format_audit(result), end="")
+    print(f"\nwritten to {folder / 'audit.json'} and {folder / 'audit.md'}")
     return 0
 
 

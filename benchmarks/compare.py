@@ -1,4 +1,7 @@
-"""Side-by-side comparison of eval DIRs: one column per run, one row per metric."""
+"""Side-by-side comparison of eval DIRs: one column per run, one row per metric.
+
+Beside ASR, the reward audit's rows (`benchmarks.audit`) when any run has been audited.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.audit import AUDIT_METRICS, audit_cell, load_audit
 from benchmarks.metric_specs import METRICS, best_index, format_metric
 
 __all__ = ["compare", "load_summary"]
@@ -39,13 +43,16 @@ def _column_names(dirs: Sequence[Path], summaries: Sequence[dict[str, Any]]) -> 
 
 def compare(dirs: Sequence[str | os.PathLike[str]]) -> str:
     """A markdown table of the runs' metrics: arrows give the better direction, the best
-    value per metric is bold, ASR carries its 95% Wilson interval. Notes follow when the
-    runs differ in protocol (turns, conversations, judge, defender, seed)."""
+    value per metric is bold, ASR carries its 95% Wilson interval. When any run has a reward
+    audit (``audit/audit.json``), its audited precision and confirmed ASR follow ASR ("-" for
+    runs without one). Notes follow when the runs differ in protocol (turns, conversations,
+    judge, defender, seed)."""
     if not dirs:
         raise ValueError("compare needs at least one eval DIR")
     paths = [Path(d) for d in dirs]
     summaries = [load_summary(p) for p in paths]
     columns = _column_names(paths, summaries)
+    audits = [load_audit(p) for p in paths]
     rows = []
     for spec in METRICS:
         values = [s.get(spec.key) for s in summaries]
@@ -59,6 +66,8 @@ def compare(dirs: Sequence[str | os.PathLike[str]]) -> str:
             alphas = {s.get("cvar_alpha") for s in summaries}
             label = label.replace("CVaR", f"CVaR{alphas.pop()}" if len(alphas) == 1 else "CVaR")
         rows.append([label, *cells])
+        if spec.key == "asr" and any(audits):
+            rows += [[a.header, *(audit_cell(a, r) for r in audits)] for a in AUDIT_METRICS]
     for key, label in (
         ("num_rollouts", "Conversations"),
         ("turns", "Turns"),

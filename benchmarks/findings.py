@@ -5,9 +5,10 @@
 Reads each eval DIR's `summary.json` and `rollouts.jsonl` (written by `redteam-gym eval`)
 and prints a markdown table shaped like the seed paper's Tables 1-2: adversary perplexity and
 toxicity, defender toxicity and ASR with one-sided tests against the baseline, implicit
-toxicity with its Wilson interval, Dist-2, Self-BLEU and the share of distinct utterances;
-then a few conversations of each adversary (its most and least successful, and one at
-random), whatever the direction of the results.
+toxicity with its Wilson interval, Dist-2, Self-BLEU and the share of distinct utterances
+(and, beside ASR, the reward audit's audited precision and confirmed ASR when any eval DIR
+has one: `redteam-gym audit`); then a few conversations of each adversary (its most and
+least successful, and one at random), whatever the direction of the results.
 
 Tests (one-sided, trained > baseline): Mann-Whitney U on the per-conversation mean defender
 P(unsafe), and Fisher's exact test on the number of successful conversations.
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.audit import AUDIT_METRICS, audit_cell, load_audit
 from benchmarks.compare import load_summary
 from redteam_gym.metrics import wilson_interval
 
@@ -111,6 +113,9 @@ def findings(
             f"**Warning: the evals differ in (turns, judge, conversations): {sorted(protocol)}**\n"
         )
     s0 = base.summary
+    audits = [load_audit(path)] + [load_audit(d) for _, d in runs]
+    audited = any(audits)
+    audit_head = "".join(f" {a.header} |" for a in AUDIT_METRICS) if audited else ""
     lines += [
         f"{s0['num_rollouts']} conversations of {s0['turns']} turn(s) per adversary, judge "
         f"`{s0['judge']}`, defender `{s0['defender']}`, suite `{s0['suite']}` (seed {s0['seed']}). "
@@ -118,11 +123,11 @@ def findings(
         "mean defender P(unsafe) (Def Tox), Fisher's exact test on successes (ASR). "
         "Intervals are 95% Wilson.",
         "",
-        "| Adversary | Avg Adv Perplexity ↓ | Avg Adv Tox ↓ | Avg Def Tox ↑ | p | ASR ↑ | p | "
-        "Implicit Toxicity ↑ | Dist-2 ↑ | Self-BLEU ↓ | Distinct utterances |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Adversary | Avg Adv Perplexity ↓ | Avg Adv Tox ↓ | Avg Def Tox ↑ | p | ASR ↑ | p |"
+        f"{audit_head} Implicit Toxicity ↑ | Dist-2 ↑ | Self-BLEU ↓ | Distinct utterances |",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * audit_head.count("|"),
     ]
-    for e in entries:
+    for e, result in zip(entries, audits, strict=True):
         s = e.summary
         p_tox, p_asr = (None, None) if e is base else _tests(e, base)
         lo, hi = s["asr_ci"]
@@ -136,7 +141,9 @@ def findings(
         lines.append(
             f"| {e.name} | {s['avg_adv_perplexity']:.3f} | {s['avg_adv_toxicity']:.3f} | "
             f"{s['avg_def_toxicity']:.3f} | {_p(p_tox)} | {_pct(s['asr'])} "
-            f"[{100 * lo:.1f}, {100 * hi:.1f}] | {_p(p_asr)} | {implicit} | {s['dist_2']:.3f} | "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}] | {_p(p_asr)} |"
+            + "".join(f" {audit_cell(a, result)} |" for a in AUDIT_METRICS if audited)
+            + f" {implicit} | {s['dist_2']:.3f} | "
             f"{s['self_bleu']:.3f} | {_pct(e.unique_share)} |"
         )
     rng = np.random.default_rng(seed)

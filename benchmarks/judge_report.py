@@ -29,11 +29,12 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score, roc_curve
 
 from redteam_gym.judges import make_judge
@@ -209,21 +210,54 @@ def agreement(rollouts: Path, judges: Sequence[str]) -> str:
         "|---|---|",
         *[f"| `{n}` | {(s >= THRESHOLD).mean():.3f} |" for n, s in scores.items()],
         "",
+        *agreement_table(pairwise_agreement({n: s >= THRESHOLD for n, s in scores.items()})),
+    ]
+    return "\n".join(lines)
+
+
+def pair_agreement(a: ArrayLike, b: ArrayLike) -> dict[str, Any]:
+    """Cohen's kappa and the 2x2 confusion of two raters' flags on the same items.
+
+    ``kappa`` is None where both put every item in one class: chance agreement is then 1
+    and kappa is 0/0.
+    """
+    fa, fb = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    # rows: a's flag, columns: b's flag
+    (both_safe, b_only), (a_only, both_unsafe) = confusion_matrix(fa, fb, labels=[False, True])
+    kappa = float(cohen_kappa_score(fa, fb)) if len({*fa, *fb}) > 1 else None
+    return {
+        "kappa": kappa,
+        "both_safe": int(both_safe),
+        "a_only": int(a_only),
+        "b_only": int(b_only),
+        "both_unsafe": int(both_unsafe),
+    }
+
+
+def pairwise_agreement(flags: Mapping[str, ArrayLike]) -> list[dict[str, Any]]:
+    """`pair_agreement` between every two raters of ``flags`` (name -> flags on the same
+    items), each as ``{"a": name, "b": name, ...}``."""
+    return [
+        {"a": a, "b": b, **pair_agreement(flags[a], flags[b])}
+        for a, b in itertools.combinations(flags, 2)
+    ]
+
+
+def agreement_table(pairs: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown rows of `pairwise_agreement`'s pairs, then a note where a kappa is undefined."""
+    lines = [
         "| judge a | judge b | kappa | both safe | a only | b only | both unsafe |",
         "|---|---|---|---|---|---|---|",
     ]
-    undefined = False
-    for a, b in itertools.combinations(scores, 2):
-        fa, fb = scores[a] >= THRESHOLD, scores[b] >= THRESHOLD
-        (tn, fp), (fn, tp) = confusion_matrix(fa, fb, labels=[False, True])
-        if len({*fa, *fb}) > 1:
-            kappa = f"{cohen_kappa_score(fa, fb):.3f}"
-        else:
-            kappa, undefined = "n/a", True
-        lines.append(f"| `{a}` | `{b}` | {kappa} | {tn} | {fp} | {fn} | {tp} |")
-    if undefined:
+    for pair in pairs:
+        kappa = "n/a" if pair["kappa"] is None else f"{pair['kappa']:.3f}"
+        lines.append(
+            f"| `{pair['a']}` | `{pair['b']}` | {kappa} | {pair['both_safe']} | "
+            f"{pair['a_only']} | {pair['b_only']} | {pair['both_unsafe']} |"
+        )
+    if any(pair["kappa"] is None for pair in pairs):
         lines += ["", "n/a: both judges put every reply in one class, where kappa is undefined."]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The `redteam-gym` command line: `demo`, `train`, `eval`, `compare` and `game`.
+"""The `redteam-gym` command line: `demo`, `train`, `eval`, `compare`, `audit` and `game`.
 
 It sits above the three packages (`benchmarks` -> `agents` -> `redteam_gym`), so none of them
 imports upwards to build it: `agents.cli` adds `train`, `benchmarks.cli` the rest.
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_benchmarks(sub, ("demo",))
     add_train(sub)
-    add_benchmarks(sub, ("eval", "compare", "game"))
+    add_benchmarks(sub, ("eval", "compare", "audit", "game"))
     return parser
 
 

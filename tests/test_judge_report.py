@@ -43,6 +43,10 @@ def test_agreement_rescores_a_runs_replies(tmp_path: Path) -> None:
     text = agreement(path, ["profanity"])
     assert "| `recorded` | `profanity` | n/a | 1 | 0 | 0 | 0 |" in text
     assert "kappa is undefined" in text
+    # the recorded judge alone flags a kind reply: "a only" is the first judge's column
+    kind = [{**turns[0], "defender_p_unsafe": 0.9}, turns[0]]
+    path.write_text(json.dumps({"turns": kind}) + "\n")
+    assert "| `recorded` | `profanity` | 0.000 | 1 | 1 | 0 | 0 |" in agreement(path, ["profanity"])
     path.write_text("{not json\n")
     with pytest.raises(ValueError, match=re.escape("rollouts.jsonl:1: not a rollout record")):
         agreement(path, ["profanity"])
