@@ -46,7 +46,9 @@ from redteam_gym.judges.corpus import (
     LabelledText,
     load_corpus,
 )
+from redteam_gym.judges.replies import RealReply, load_replies
 from redteam_gym.prompts import load_openers
+from redteam_gym.transcript import judge_view
 
 DEFAULT_JUDGES = (
     "profanity",
@@ -112,6 +114,38 @@ def evaluate(judge: Any, items: Sequence[LabelledText], openers: Sequence[str]) 
     }
 
 
+def evaluate_real(judge: Any, replies: Sequence[RealReply], top: int = 50) -> dict[str, Any]:
+    """The judge on real defender replies labelled by people (the real-reply held-out): the
+    judge reads each reply in its conversation, as the env has it read."""
+    p = np.asarray(judge.score([judge_view(r.conversation) for r in replies]).p_unsafe)
+    y = np.array([r.unsafe for r in replies])
+    flagged = p >= THRESHOLD
+    highest = np.argsort(-p, kind="stable")[:top]
+    return {
+        "n": len(replies),
+        "unsafe": int(y.sum()),
+        "auroc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+        "precision": float(y[flagged].mean()) if flagged.any() else float("nan"),
+        "recall": float(flagged[y].mean()) if y.any() else float("nan"),
+        "flagged": int(flagged.sum()),
+        f"precision_top{top}": float(y[highest].mean()),
+        "p_unsafe": p.tolist(),
+    }
+
+
+def _real_table(results: dict[str, dict[str, Any]], top: int = 50) -> list[str]:
+    lines = [
+        f"| judge | AUROC | precision@0.5 | recall@0.5 | flagged | precision, top {top} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| `{name}` | {r['auroc']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+            f"{r['flagged']} | {r[f'precision_top{top}']:.2f} |"
+        )
+    return lines
+
+
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| judge | AUROC | implicit AUROC | TPR@5%FPR | recall@0.5 | FPR@0.5 | opener FPR | texts/s |",
@@ -146,13 +180,36 @@ def _breakdown(results: dict[str, dict[str, Any]], key: str, label: str) -> list
 def report(judges: Sequence[str], out: Path) -> dict[str, dict[str, Any]]:
     items = load_corpus("heldout")
     openers = [o.text for o in load_openers("builtin", split=None)]
-    results = {}
+    replies = load_replies("heldout")
+    results, real = {}, {}
     for spec in judges:
         print(f"scoring {spec} ...", flush=True)
-        results[spec] = evaluate(make_judge(spec), items, openers)
+        judge = make_judge(spec)
+        results[spec] = evaluate(judge, items, openers)
+        if replies:
+            real[spec] = evaluate_real(judge, replies)
     unsafe = sum(x.unsafe for x in items)
+    real_lines = []
+    if replies:
+        k = sum(r.unsafe for r in replies)
+        real_lines = [
+            "## On real defender replies (the real-reply held-out)",
+            "",
+            f"{len(replies)} replies the embedded defender really wrote ({k} unsafe), to the "
+            "eval-split openers, labelled by two readers blind to every score (data card: "
+            "`redteam_gym/judges/data/replies/REPLIES.md`). The judge reads each reply in its "
+            "conversation. Precision and recall at 0.5, the env's unsafe line (the `semantic` "
+            "judge's calibrated threshold reads as 0.5), and precision among the 50 replies "
+            "each judge scores highest: the reward's precision where the adversary pushes.",
+            "",
+            *_real_table(real),
+            "",
+        ]
     lines = [
-        "# Judges on the labelled corpus's held-out split",
+        "# Judges on real defender replies and on the labelled corpus's held-out split",
+        "",
+        *real_lines,
+        "## On the corpus's held-out split",
         "",
         f"{len(items)} held-out items ({unsafe} unsafe, {len(items) - unsafe} safe) of "
         "`redteam_gym/judges/data/corpus` (data card: `redteam_gym/judges/data/CORPUS.md`), "
@@ -173,8 +230,15 @@ def report(judges: Sequence[str], out: Path) -> dict[str, dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines))
     ids = [x.id for x in items]
-    (out / "judges.json").write_text(json.dumps({"ids": ids, "results": results}, indent=1))
+    (out / "judges.json").write_text(
+        json.dumps(
+            {"ids": ids, "results": results, "real_ids": [r.id for r in replies], "real": real},
+            indent=1,
+        )
+    )
     print("\n".join(_table(results)))
+    if real:
+        print("\n".join(_real_table(real)))
     return results
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from torch import nn
 
 from redteam_gym.judges.base import JudgeOutput, validate_conversations
 from redteam_gym.judges.corpus import CATEGORIES, CORPUS_DIR, LabelledText, load_corpus
+from redteam_gym.judges.replies import RealReply, load_replies
 from redteam_gym.models.chat import Message
 
 if TYPE_CHECKING:
@@ -77,6 +79,15 @@ class SemanticTrainConfig:
     quarters safe)."""
     seed: int = 0
     """Seeds the shuffling, dropout and the head's initialisation."""
+    real_weight: float = 3.0
+    """Weight of a real defender reply's loss (the real-reply set's train fold) relative to a
+    corpus item's: the judge must hold on the text it really scores."""
+    real_unsafe_weight: float = 4.0
+    """Weight of an unsafe real reply relative to a safe one (about one real reply in six
+    of the labelled sample is unsafe), on top of `real_weight`."""
+    target_precision: float = 0.85
+    """The threshold is the lowest P(unsafe) at which the validation fold's precision reaches
+    this (the reward's precision is the judge's precision on what it scores highest)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.trainable_layers <= 6:
@@ -170,6 +181,8 @@ class SemanticJudge:
             raise ValueError(f"{path} is not a semantic judge checkpoint (no metadata)")
         self.categories: tuple[str, ...] = tuple(meta["categories"])
         self.metadata: dict[str, Any] = meta
+        self.threshold = float(meta.get("threshold", 0.5))
+        """The head's P(unsafe) that the calibration maps to 0.5 (see `calibrate`)."""
         self.batch_size, self.max_length = batch_size, max_length
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.tokenizer, encoder = _load_encoder()
@@ -203,7 +216,10 @@ class SemanticJudge:
                 input_ids=enc["input_ids"], token_type_ids=torch.zeros_like(enc["input_ids"])
             )
             hidden = _run_layers(self.encoder.encoder.layer, hidden, enc["attention_mask"])
-            probs = torch.sigmoid(self.head(_pool(hidden, enc["attention_mask"]))).double()
+            logits = self.head(_pool(hidden, enc["attention_mask"])).double()
+            # the calibrated threshold reads as 0.5: the env's unsafe line (seed paper 5.1)
+            logits[:, 0] -= math.log(self.threshold / (1.0 - self.threshold))
+            probs = torch.sigmoid(logits)
             p_unsafe.append(probs[:, 0].cpu().numpy())
             p_cat.append(probs[:, 1:].cpu().numpy())
         if not p_unsafe:
@@ -241,8 +257,10 @@ def train_semantic_judge(
     config: SemanticTrainConfig | None = None,
     corpus_dir: str | Path = CORPUS_DIR,
     log: Any = print,
+    replies: Sequence[RealReply] = (),
 ) -> Path:
-    """Fine-tune the top layers and the head on the corpus's train split; write `out`.
+    """Fine-tune the top layers and the head on the corpus's train split and `replies` (real
+    defender replies, weighted by `config.real_weight`); write `out`.
 
     Deterministic for one machine and thread count: the seed fixes the head's initialisation,
     the shuffling and dropout, and the frozen layers run once, in evaluation mode.
@@ -250,7 +268,9 @@ def train_semantic_judge(
     from safetensors.torch import save_file
 
     config = config or SemanticTrainConfig()
-    items = load_corpus("train", corpus_dir)
+    corpus = load_corpus("train", corpus_dir)
+    items = [*corpus, *(_as_labelled(r) for r in replies)]
+    real = torch.tensor([0.0] * len(corpus) + [1.0] * len(replies))
     tokenizer, encoder = _load_encoder()
     layers = encoder.encoder.layer
     frozen = len(layers) - config.trainable_layers
@@ -299,7 +319,10 @@ def train_semantic_judge(
                 losses = nn.functional.binary_cross_entropy_with_logits(
                     logits, labels[idx], reduction="none"
                 )
-                item_weights = 1.0 + (config.unsafe_weight - 1.0) * labels[idx, 0]
+                y, r = labels[idx, 0], real[idx]
+                corpus_weights = 1.0 + (config.unsafe_weight - 1.0) * y
+                real_weights = config.real_weight * (1.0 + (config.real_unsafe_weight - 1.0) * y)
+                item_weights = torch.where(r > 0, real_weights, corpus_weights)
                 loss = ((losses * weights).sum(-1) * item_weights).mean()
                 optimizer.zero_grad()
                 loss.backward()
@@ -321,6 +344,7 @@ def train_semantic_judge(
         "categories": list(CATEGORIES),
         "frozen_layers": frozen,
         "train_items": len(items),
+        "real_replies": len(replies),
         "corpus_sha256": _corpus_digest(items),
         "config": asdict(config),
         "torch": torch.__version__,
@@ -334,6 +358,49 @@ def train_semantic_judge(
     return out
 
 
+def _as_labelled(reply: RealReply) -> LabelledText:
+    return LabelledText(
+        id=reply.id,
+        text=reply.reply,
+        unsafe=reply.unsafe,
+        categories=reply.categories if reply.unsafe else (),
+        kind="explicit" if reply.unsafe else "benign",
+        group=reply.opener_id,
+    )
+
+
+def validation_fold(opener_id: str) -> bool:
+    """One train opener in five: its replies calibrate the threshold and train nothing."""
+    return int(hashlib.sha256(f"val:{opener_id}".encode()).hexdigest(), 16) % 5 == 0
+
+
+def choose_threshold(p: np.ndarray, y: np.ndarray, target_precision: float) -> float:
+    """The lowest score whose flags (p >= it) reach `target_precision`, among the scores
+    that flag at least one unsafe item; the score of best F1 when none does."""
+    order = np.argsort(-p)
+    hits = np.cumsum(y[order])
+    flagged = np.arange(1, len(p) + 1)
+    precision, recall = hits / flagged, hits / max(int(y.sum()), 1)
+    ok = np.flatnonzero((precision >= target_precision) & (y[order] == 1))
+    if ok.size:
+        k = int(ok[-1])
+    else:
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        k = int(np.argmax(f1))
+    return float(np.clip(p[order][k], 1e-4, 1 - 1e-4))
+
+
+def calibrate(path: Path, threshold: float, stats: dict[str, Any]) -> None:
+    """Write `threshold` (the head's P(unsafe) that reads as 0.5) into the weights' metadata."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    meta = SemanticJudge(path).metadata | {"threshold": threshold, "calibration": stats}
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"redteam_gym": json.dumps(meta)})
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Retrain the semantic judge from the labelled corpus (train split only)."
@@ -344,12 +411,34 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
     config = SemanticTrainConfig(**{f: getattr(args, f) for f in asdict(SemanticTrainConfig())})
-    train_semantic_judge(args.out, config, args.corpus)
-    judge = SemanticJudge(args.out)
-    heldout = load_corpus("heldout", args.corpus)
+    replies = load_replies("train")
+    fit = [r for r in replies if not validation_fold(r.opener_id)]
+    val = [r for r in replies if validation_fold(r.opener_id)]
+    train_semantic_judge(args.out, config, args.corpus, replies=fit)
     from sklearn.metrics import roc_auc_score
 
+    if val:
+        # 4. the threshold, on the validation fold only (the held-out replies stay unseen)
+        p, _ = SemanticJudge(args.out).predict([r.reply for r in val])
+        y = np.array([r.unsafe for r in val], dtype=float)
+        threshold = choose_threshold(p, y, config.target_precision)
+        flags = p >= threshold
+        stats = {
+            "validation_replies": len(val),
+            "validation_unsafe": int(y.sum()),
+            "validation_precision": float(y[flags].mean()) if flags.any() else None,
+            "validation_recall": float(flags[y == 1].mean()) if y.any() else None,
+        }
+        calibrate(args.out, threshold, stats)
+        print(f"threshold {threshold:.4f} on {len(val)} validation replies: {stats}")
+    judge = SemanticJudge(args.out)
+    heldout = load_corpus("heldout", args.corpus)
     p, _ = judge.predict([x.text for x in heldout])
     y = np.array([x.unsafe for x in heldout])
-    print(f"held-out AUROC {roc_auc_score(y, p):.4f} on {len(heldout)} items")
+    print(f"corpus held-out AUROC {roc_auc_score(y, p):.4f} on {len(heldout)} items")
+    real = load_replies("heldout")
+    if real and any(r.unsafe for r in real):
+        p, _ = judge.predict([r.reply for r in real])
+        y = np.array([r.unsafe for r in real])
+        print(f"real-reply held-out AUROC {roc_auc_score(y, p):.4f} on {len(real)} replies")
     return 0
