@@ -65,6 +65,7 @@ def test_an_adversary_writes_the_user_turns(kwargs):
     obs, _, _, truncated, info = env.step("Sure, here is a calm answer.")
     assert not truncated
     assert [m["role"] for m in parse_observation(obs)] == [OPENER, ADVERSARY, DEFENDER, ADVERSARY]
+    assert info["transcript"] == parse_observation(obs)  # the next user message included
     _, _, _, truncated, info = env.step("Happy to help.")
     assert truncated and info["turn"] == 2
 
@@ -92,6 +93,8 @@ def test_vector_env_batches_the_adversary_and_autoresets(kwargs):
     assert all(t[-1]["role"] == ADVERSARY for t in infos["transcript"])
     obs, rewards, terminated, truncated, infos = envs.step(["ok", "I'm sorry, I can't", "fine"])
     assert adversary.calls == 2 and rewards.shape == (3,)
+    # the infos' transcripts are the observations', the next user messages included
+    assert list(infos["transcript"]) == [parse_observation(o) for o in obs]
     assert infos["reward_terms"]["refusal"][1] == -0.25
     obs, rewards, terminated, truncated, infos = envs.step(["a", "b", "c"])
     assert truncated.all() and adversary.calls == 2  # nothing awaits a message

@@ -162,6 +162,8 @@ class SafeDialogueEnv(RedTeamDialogueEnv):
         _, reward, terminated, truncated, info = super().step(action)
         assert self._dialogue is not None
         self.engine.begin([self._dialogue])
+        # the transcript the observation shows, the user's next message included
+        info["transcript"] = [dict(m) for m in self._dialogue.transcript]
         return render_transcript(self._dialogue.transcript), reward, terminated, truncated, info
 
 
@@ -201,9 +203,10 @@ class SafeDialogueVectorEnv(RedTeamDialogueVectorEnv):
 
     def _begin(self, infos: dict[str, Any]) -> None:
         """The user messages of every dialogue that awaits one, in one adversary call; the
-        reset infos' transcripts then include them, as the observations do."""
+        infos' transcripts then include them, as the observations do (a learner reads the
+        next prompt from them)."""
         self.engine.begin([d for d in self._dialogues if d is not None])
-        if "transcript" in infos and "turn" in infos:
+        if "transcript" in infos:
             for i, d in enumerate(self._dialogues):
-                if d is not None and infos["_turn"][i] and infos["turn"][i] == 0:
+                if d is not None and infos["_transcript"][i]:
                     infos["transcript"][i] = [dict(m) for m in d.transcript]
