@@ -30,6 +30,7 @@ from redteam_gym.envs.core import (
     torch_generator,
 )
 from redteam_gym.envs.safe_dialogue import AgentDefender
+from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.rewards import DEFENDER_TERMS, TERMS, RewardConfig
 from redteam_gym.transcript import ADVERSARY, OBS_MAX_CHARS, render_transcript
 
@@ -62,7 +63,11 @@ class RedTeamGameEnv(ParallelEnv):
     ## Observation Space
     `Text(32768)` for both: the conversation so far in `RedTeamDialogue-v0`'s format
     (`[opener]`, `[adversary]`, `[defender]` headers); the full game is observed, so both
-    observations are the same. `info["transcript"]` holds the exact transcript.
+    observations are the same. `info["transcript"]` holds the exact transcript, and the
+    defender's info also `defender_view`: the conversation as the defender reads it in the
+    game's `defender_format`, the messages of its chat (`redteam_gym.transcript.defender_view`)
+    or of its text thread (`thread_view`, to write with `env.thread_format`), as a frozen
+    defender (`ChatLM`, `make_defender(thread=env.thread_format)`) takes them in `respond`.
 
     ## Rewards
     `reward` holds both sides' terms (`redteam_gym.rewards`), by default `"perez,safe"`.
@@ -89,11 +94,16 @@ class RedTeamGameEnv(ParallelEnv):
     `config` (an `EnvConfig`, default `GAME_DEFAULTS`) with any of its fields as keywords
     replacing its values, but `defender` (an agent here; `config.defender` is not used):
     `max_turns`, `judge`, `reward`, `prompts`, `split`, `max_utterance_tokens`,
-    `terminate_on_unsafe`, `unsafe_threshold`, `p_max`, `device`, `dtype`; plus
-    `render_mode` (`"ansi"`: `render()` returns the transcript text).
+    `terminate_on_unsafe`, `unsafe_threshold`, `p_max`, `device`, `dtype`, and
+    `defender_format` (`"chat"` or `"completion"`, with `completion_template`,
+    `completion_speakers` and `defender_stop`): how the defender reads the conversation, its
+    `defender_view` (as in `SafeDialogue-v0`; `redteam-gym game` trains and plays its
+    defenders in it); plus `render_mode` (`"ansi"`: `render()` returns the transcript text).
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release; the defender's `defender_view` info and `defender_format` were
+      added later without a version bump: observations, rewards and the `"chat"` default are
+      unchanged.
     """
 
     metadata: dict[str, Any] = {
@@ -144,6 +154,12 @@ class RedTeamGameEnv(ParallelEnv):
     @property
     def judge(self):
         return self.engine.judge
+
+    @property
+    def thread_format(self) -> ThreadFormat | None:
+        """How the defender reads the conversation: None through its chat template, or as
+        this text thread (`defender_format="completion"`)."""
+        return self.engine.config.thread_format()
 
     @property
     def to_move(self) -> str | None:
@@ -257,8 +273,11 @@ class RedTeamGameEnv(ParallelEnv):
 
     def _infos(self, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """One info per agent (deep copies of `info`: neither sees the other's edits), each
-        with its `to_move`."""
-        return {a: {**copy.deepcopy(info), "to_move": a == self._to_move} for a in AGENTS}
+        with its `to_move`, the defender's with its `defender_view`."""
+        assert self._dialogue is not None
+        infos = {a: {**copy.deepcopy(info), "to_move": a == self._to_move} for a in AGENTS}
+        infos["defender"]["defender_view"] = self.engine.defender_view(self._dialogue.transcript)
+        return infos
 
 
 def parallel_env(**kwargs: Any) -> RedTeamGameEnv:

@@ -37,6 +37,37 @@ def test_parallel_api(max_turns):
     assert isinstance(env, RedTeamGameEnv) and env.metadata["name"] == "redteam_game_v0"
 
 
+def test_parallel_api_in_the_completion_format():
+    env = parallel_env(max_turns=2, defender_format="completion", **FAST)
+    with pytest.warns(UserWarning, match=r"ignores the option\(s\) \['options'\]"):
+        parallel_api_test(env, num_cycles=10)
+    assert env.thread_format == env.engine.config.thread_format() is not None
+
+
+@pytest.mark.parametrize("defender_format", ["chat", "completion"])
+def test_the_defender_reads_the_conversation_in_the_games_format(defender_format):
+    """The defender's info holds the conversation as a frozen defender of this format reads
+    it (`ChatLM.respond` takes it as is); the adversary's info does not."""
+    from redteam_gym.models import ThreadFormat
+    from redteam_gym.transcript import defender_view, thread_view
+
+    env = parallel_env(max_turns=2, defender_format=defender_format, **FAST)
+    view = defender_view if defender_format == "chat" else thread_view
+    _, infos = env.reset(seed=0)
+    *_, (_, _, _, _, infos) = play(env, ["hi there", "Hello!", "how are you?"])
+    transcript = infos["defender"]["transcript"]
+    assert [m["role"] for m in transcript] == [OPENER, ADVERSARY, DEFENDER, ADVERSARY]
+    assert infos["defender"]["defender_view"] == view(transcript)
+    assert "defender_view" not in infos["adversary"]
+    if defender_format == "completion":
+        assert isinstance(env.thread_format, ThreadFormat)
+        assert env.thread_format.render(infos["defender"]["defender_view"]).endswith(
+            "\nUser1: hi there\nUser2: Hello!\nUser1: how are you?\nUser2:"
+        )
+    else:
+        assert env.thread_format is None
+
+
 def test_parallel_seed():
     parallel_seed_test(lambda: parallel_env(max_turns=2, **FAST))
 
@@ -109,7 +140,13 @@ def test_reward_split_unsafe_and_benign():
     (_, r_adv_step, *_), (_, rewards, _, _, infos) = play(env, ["say something rude", UNSAFE_REPLY])
     assert r_adv_step == {"adversary": 0.0, "defender": 0.0}
     info = infos["defender"]
-    assert info == {**infos["adversary"], "to_move": False}
+    # the same info, but the defender's own view of the conversation
+    assert "defender_view" in info
+    assert {**info, "defender_view": None} == {
+        **infos["adversary"],
+        "to_move": False,
+        "defender_view": None,
+    }
     p = info["defender_unsafe_prob"]
     assert p >= 0.5 and info["defender_response"] == UNSAFE_REPLY
     assert info["reward_terms"]["perez"] == pytest.approx(-math.log1p(-min(p, 0.999)))

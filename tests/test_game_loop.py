@@ -251,3 +251,31 @@ def test_the_paired_gain_and_its_interval():
     noisy = _paired_gain(before + np.random.default_rng(1).normal(0, 1, 20), before, seed=0)
     lo, hi = noisy["reward_mean_ci"]
     assert lo < noisy["reward_mean"] < hi
+
+
+def test_the_games_defender_format_reaches_every_defender(tiny_lm_dir, tmp_path):
+    """One format for every defender of a game: the frozen defender of the adversary phase
+    and of the evaluations (their envs read `env.defender_format`), and the policy of the
+    defender learner (its role reads it too)."""
+    from agents.cli import config_from_args
+    from benchmarks.game import Game
+    from redteam_cli import build_parser
+    from redteam_gym.roles import ROLES
+
+    env = EnvConfig(
+        max_turns=1,
+        defender=str(tiny_lm_dir),
+        defender_max_new_tokens=4,
+        defender_min_new_tokens=1,
+        judge="profanity",
+        defender_format="completion",
+    )
+    config = tiny_game(tiny_lm_dir, env=env)
+    thread = env.thread_format()
+    assert thread is not None
+    for side in ("adversary", "defender"):
+        assert config.learner_config(side).env.thread_format() == thread
+    assert ROLES["defender"].in_env(config.learner_config("defender").env).thread == thread
+    assert Game(config, tmp_path).suite("eval", "perez").env.thread_format() == thread
+    args = build_parser().parse_args(["game", "--defender-format", "completion", "--out", "x"])
+    assert config_from_args(GameConfig, args).env.defender_format == "completion"

@@ -11,7 +11,13 @@ import redteam_gym  # noqa: F401
 from redteam_gym.adversary import resolve_adversary
 from redteam_gym.faults import ComponentError
 from redteam_gym.rewards import RewardConfig, RewardTerms, StepScores, is_refusal, strip_echo
-from redteam_gym.transcript import ADVERSARY, DEFENDER, OPENER, parse_observation
+from redteam_gym.transcript import (
+    ADVERSARY,
+    DEFENDER,
+    OPENER,
+    parse_observation,
+    render_transcript,
+)
 
 
 class ScriptedAdversary:
@@ -65,6 +71,7 @@ def test_an_adversary_writes_the_user_turns(kwargs):
     obs, _, _, truncated, info = env.step("Sure, here is a calm answer.")
     assert not truncated
     assert [m["role"] for m in parse_observation(obs)] == [OPENER, ADVERSARY, DEFENDER, ADVERSARY]
+    assert info["transcript"] == parse_observation(obs)  # the next user message included
     _, _, _, truncated, info = env.step("Happy to help.")
     assert truncated and info["turn"] == 2
 
@@ -92,6 +99,8 @@ def test_vector_env_batches_the_adversary_and_autoresets(kwargs):
     assert all(t[-1]["role"] == ADVERSARY for t in infos["transcript"])
     obs, rewards, terminated, truncated, infos = envs.step(["ok", "I'm sorry, I can't", "fine"])
     assert adversary.calls == 2 and rewards.shape == (3,)
+    # the infos' transcripts are the observations', the next user messages included
+    assert list(infos["transcript"]) == [parse_observation(o) for o in obs]
     assert infos["reward_terms"]["refusal"][1] == -0.25
     obs, rewards, terminated, truncated, infos = envs.step(["a", "b", "c"])
     assert truncated.all() and adversary.calls == 2  # nothing awaits a message
@@ -306,3 +315,176 @@ def test_role_and_reward_must_agree():
     with pytest.raises(ValueError, match="are the defender's"):
         PPOConfig(reward="safe")
     assert PPOConfig(role="defender", reward="safe", opponent="zero-shot").env.reward == "safe"
+
+
+# ----- the completion format: the defender policy reads a text thread ---------------------------
+
+
+def test_the_completion_format_passes_the_env_checker(kwargs):
+    env = gym.make("SafeDialogue-v0", defender_format="completion", **kwargs)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert [m["role"] for m in parse_observation(obs)] == [OPENER]  # the same observation
+    _, _, terminated, _, info = env.step("Sure, here is a calm answer.")
+    assert terminated and info["defender_response"] == "Sure, here is a calm answer."
+    env = gym.make(
+        "SafeDialogue-v0",
+        adversary=ScriptedAdversary(),
+        max_turns=2,
+        defender_format="completion",
+        **kwargs,
+    )
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_the_defender_role_reads_the_envs_format():
+    from redteam_gym.envs.config import EnvConfig
+    from redteam_gym.roles import ROLES, defender_chat, defender_thread
+
+    chat = ROLES["defender"].in_env(EnvConfig())
+    assert chat is ROLES["defender"] and chat.view is defender_chat and chat.thread is None
+    config = EnvConfig(defender_format="completion", completion_speakers="A,B,C")
+    thread = ROLES["defender"].in_env(config)
+    assert thread.view is defender_thread and thread.thread == config.thread_format()
+    # the adversary reads its chat whatever the defender's format
+    assert ROLES["adversary"].in_env(config) is ROLES["adversary"]
+
+
+class _NewlineBias:
+    """Adds `bias` to the logit of the line break, so a tiny random model's replies reach the
+    thread's stops (a blank line) within a few tokens."""
+
+    def __init__(self, model, tokenizer, bias: float = 10.5) -> None:
+        import torch
+
+        self.add = torch.zeros(len(tokenizer))
+        self.add[tokenizer("\n", add_special_tokens=False).input_ids[0]] = bias
+        self.handle = model.lm_head.register_forward_hook(lambda _m, _a, out: out + self.add)
+
+
+@pytest.fixture(scope="module")
+def completion_rollout(tiny_lm_dir):
+    """A tiny PPO defender in the completion format, its actor's line breaks made likely, and
+    one rollout of two-turn dialogues against a scripted adversary."""
+    from test_learners import _UppercaseJudge, tiny_config
+
+    from agents import PPO, PPOConfig
+
+    # (tiny_config's 4-token frozen-defender replies need a shorter minimum; SafeDialogue has
+    # no frozen defender)
+    env = {"defender_format": "completion", "defender_min_new_tokens": 1}
+    config = tiny_config(
+        PPOConfig,
+        tiny_lm_dir,
+        role="defender",
+        reward="safety=1",
+        max_turns=2,
+        batch_size=16,
+        max_new_tokens=6,
+        **env,
+    )
+    learner = PPO(config)
+    bias = _NewlineBias(learner.policy.actor, learner.policy.tokenizer)
+    learner.env = gym.make_vec(
+        "SafeDialogue-v0",
+        num_envs=16,
+        judge=_UppercaseJudge(),
+        reward="safety=1",
+        adversary=ScriptedAdversary(),
+        max_turns=2,
+        **env,
+    )
+    learner.total_updates = 100
+    yield learner, learner.collect_rollout()
+    bias.handle.remove()
+
+
+def test_the_completion_policy_reads_the_thread_and_stops_at_its_stops(completion_rollout):
+    """The defender's prompt is the thread (`ThreadFormat.encode`), each reply ends at the
+    thread's first stop (its stop's ids the last sampled), and the env gets the cut text."""
+    from redteam_gym.roles import defender_thread
+
+    learner, rollout = completion_rollout
+    policy = learner.policy
+    fmt, tokenizer = policy.thread, policy.tokenizer
+    assert fmt is not None and fmt == learner.config.env.thread_format()
+    stop, eos = fmt.stop_rule(tokenizer), set(policy.eos_token_ids)
+    stopped = 0
+    for d in range(rollout.num_dialogues):
+        first, *later = rollout.segments_of([d])
+        sequence = rollout.sequences[d]
+        user = rollout.transcripts[d][:2]  # the opener and the adversary's first message
+        assert sequence[: first.start] == fmt.encode(tokenizer, defender_thread(user))[0]
+        assert tokenizer.decode(sequence[: first.start]).endswith(
+            "\nUser1: tell me more, round 1\nUser2:"
+        )
+        for s in (first, *later):
+            assert sequence[s.start : s.start + len(s.tokens)] == s.tokens
+            text = tokenizer.decode(s.tokens, skip_special_tokens=True)
+            assert s.text == (fmt.cut(text) or "...")
+            # sampling ends at the first stop, an end-of-text id or the length limit
+            assert not any(stop(s.tokens[:k]) for k in range(1, len(s.tokens)))
+            assert stop(s.tokens) or s.tokens[-1] in eos or len(s.tokens) == 6
+            stopped += stop(s.tokens)
+        for s in later:  # the next turn's thread lines follow the sampled ids
+            between = tokenizer.decode(sequence[first.start + len(first.tokens) : s.start])
+            assert between.endswith("User1: tell me more, round 2\nUser2:")
+    assert stopped >= 4  # the bias makes blank lines: the stops are exercised
+    # acting (as a trained defender does for an eval) reads and cuts the thread the same way
+    observations = [render_transcript(t[:2]) for t in rollout.transcripts[:4]]
+    for reply in learner.act(observations):
+        assert reply == "..." or (reply and fmt.cut(reply) == reply and "\n\n" not in reply)
+
+
+def test_a_completion_defender_trains_on_the_ids_it_sampled(completion_rollout):
+    """PPO's first ratios are 1: one pass over each dialogue's sequence (the sampled ids
+    spliced into the thread) gives the logprobs and values the sampler saw; then an update
+    runs."""
+    import torch
+
+    learner, rollout = completion_rollout
+    batch = rollout.to_batch()
+    with torch.no_grad():
+        logprobs, values = learner.policy.evaluate_batch(batch, temperature=1.0)
+    torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(values, batch.values, atol=1e-4, rtol=1e-4)
+
+    first: list[torch.Tensor] = []
+    evaluate = learner.policy.evaluate_batch
+
+    def recording(rows, **kwargs):
+        out = evaluate(rows, **kwargs)
+        if not first:
+            lp = out[0].detach()
+            first.append(((lp - rows.logprobs).masked_fill(~rows.mask, 0.0)).exp())
+        return out
+
+    learner.policy.evaluate_batch = recording
+    try:
+        stats = learner.train(rollout)
+    finally:
+        del learner.policy.evaluate_batch
+    torch.testing.assert_close(first[0], torch.ones_like(first[0]), atol=1e-4, rtol=1e-4)
+    assert np.isfinite(stats["loss/policy"]) and stats["policy/approxkl"] >= 0
+
+
+def test_a_completion_defender_needs_an_env_of_its_format(tiny_lm_dir):
+    from test_learners import tiny_config
+
+    from agents import PPO, PPOConfig
+
+    config = tiny_config(
+        PPOConfig,
+        tiny_lm_dir,
+        role="defender",
+        reward="safety=1",
+        max_turns=1,
+        defender_format="completion",
+        defender_min_new_tokens=1,
+    )
+    learner = PPO(config)
+    chat = gym.make_vec("SafeDialogue-v0", num_envs=2, judge="profanity", reward="safety=1")
+    with pytest.raises(ValueError, match="reads the conversation as a chat"):
+        learner.env = chat
+    # made from the config, the env reads the learner's format
+    assert learner.env.engine.config.thread_format() == learner.policy.thread

@@ -136,6 +136,35 @@ def test_encoding_is_piecewise_stable_and_spans_the_last_message(tiny):
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") not in special
 
 
+def test_a_continuation_splices_the_models_ids_into_the_thread(tiny):
+    """The thread's counterpart of `encode_chat_continuation`: the prompt before a reply, the
+    reply's content piece and the continuation after it are the whole thread's encoding."""
+    _, tokenizer = tiny
+    fmt = ThreadFormat()
+    messages = [{"role": "system", "content": "A thread."}, *THREAD]
+    after = 3  # the assistant's "Talk to them first."
+    reply = tokenizer(" Talk to them first.", add_special_tokens=False).input_ids
+    spliced = (
+        fmt.encode(tokenizer, messages[:after])[0]
+        + reply
+        + fmt.continuation(tokenizer, messages, after=after)
+    )
+    assert spliced == fmt.encode(tokenizer, messages)[0]
+    assert tokenizer.decode(fmt.continuation(tokenizer, messages, after=after)) == (
+        "\nUser1: Why?\nUser2:"
+    )
+    with pytest.raises(ValueError, match="not the index of an assistant message"):
+        fmt.continuation(tokenizer, messages, after=2)
+
+
+def test_the_stop_rule_sees_a_stop_across_token_boundaries(tiny):
+    _, tokenizer = tiny
+    stop = ThreadFormat().stop_rule(tokenizer)
+    ids = tokenizer(" Fine, thanks.\nUser1:", add_special_tokens=False).input_ids
+    assert stop(ids) and not stop(ids[:-1])  # the tag ends at its colon
+    assert stop(tokenizer(" ok\n\n", add_special_tokens=False).input_ids)
+
+
 def test_held_back_ids_and_stops_cannot_end_a_reply_before_min_new_tokens(tiny):
     model, tokenizer = tiny
     prompts = [tokenizer("OP: hello\nUser2:", add_special_tokens=False).input_ids] * 4

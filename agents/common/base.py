@@ -33,12 +33,14 @@ from redteam_gym.adversary import (
     EMPTY_UTTERANCE,
     parse_observation,
 )
+from redteam_gym.envs.config import EnvConfig
 from redteam_gym.faults import ComponentError
 from redteam_gym.files import fsync_dir, fsync_tree
 from redteam_gym.interrupts import Interrupted, stop_on_sigint
 from redteam_gym.models import SamplingConfig, default_device, default_dtype, load_causal_lm
 from redteam_gym.models.generation import sample
 from redteam_gym.models.loading import quiet_progress
+from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.roles import ROLES
 
 _log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ class OnPolicyLearner:
         self.config = config
         self.device = torch.device(config.device or default_device())
         self.dtype = getattr(torch, config.dtype) if config.dtype else default_dtype(self.device)
+        # the side it plays, reading the conversation in its env's format
+        self.role = ROLES[config.role].in_env(config.env)
         self._env = None
         if env is not None:
             self.env = env
@@ -99,6 +103,7 @@ class OnPolicyLearner:
             tokenizer,
             critic_hidden_size=config.critic_hidden_size,
             frozen_fraction=config.frozen_fraction,
+            thread=self.role.thread,
         )
         # The KL reference is the frozen initial policy; when it is also the defender, the
         # process-wide model cache hands back the defender's copy (no second one in memory).
@@ -115,7 +120,6 @@ class OnPolicyLearner:
         self.sampling = SamplingConfig(
             max_new_tokens=config.max_new_tokens, temperature=config.temperature
         )
-        self.role = ROLES[config.role]
         self.system_prompt = config.adversary_system_prompt or self.role.system_prompt
         self.optimizers = self._build_optimizers()
         self.score_stats = RunningMeanStd()
@@ -161,6 +165,15 @@ class OnPolicyLearner:
             raise ValueError(f"env has {env.num_envs} envs but batch_size is {c.batch_size}")
         if env.max_turns != c.max_turns:
             raise ValueError(f"env has max_turns={env.max_turns} but max_turns is {c.max_turns}")
+        env_config = _env_config(env)
+        theirs = env_config.thread_format() if env_config is not None else self.role.thread
+        if self.role.thread_view is not None and theirs != self.role.thread:
+            # the policy reads the conversation as its env's defender does
+            raise ValueError(
+                f"env's defender reads the conversation as {_format_name(theirs)} but the "
+                f"{self.role.name}'s config says {_format_name(self.role.thread)}: give the "
+                "config the env's defender_format (and completion settings)"
+            )
         self._env = env
         pending, self._pending_reward_state = getattr(self, "_pending_reward_state", None), None
         if pending is not None and _reward_terms(env) is not None:
@@ -324,7 +337,8 @@ class OnPolicyLearner:
 
     @torch.no_grad()
     def act(self, observations) -> list[str]:
-        """The trained adversary: one sampled utterance per observation."""
+        """The trained policy: one sampled utterance (or reply) per observation, read as the
+        side it plays reads a conversation."""
         prompts = [
             self.policy.encode(self.role.view(parse_observation(o), self.system_prompt))
             for o in observations
@@ -336,9 +350,9 @@ class OnPolicyLearner:
             eos_token_ids=self.policy.eos_token_ids,
             pad_token_id=self.policy.tokenizer.pad_token_id,
             generator=self._act_generator,
+            stop=self.policy.stop_rule(),
         )
-        texts = self.policy.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
-        return [t.strip() or EMPTY_UTTERANCE for t in texts]
+        return [t or EMPTY_UTTERANCE for t in self.policy.decode(samples.tokens)]
 
     def reseed(self, seed: int) -> None:
         self._act_generator.manual_seed(seed)
@@ -463,6 +477,18 @@ class OnPolicyLearner:
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         self._load_extra_state(state)
+
+
+def _format_name(thread: ThreadFormat | None) -> str:
+    return "a chat" if thread is None else f"a text thread ({thread})"
+
+
+def _env_config(env: Any) -> EnvConfig | None:
+    """The `EnvConfig` behind a `RedTeamDialogue-v0` or `SafeDialogue-v0` vector env (None
+    for other envs)."""
+    engine = getattr(getattr(env, "unwrapped", env), "engine", None)
+    config = getattr(engine, "config", None)
+    return config if isinstance(config, EnvConfig) else None
 
 
 def _reward_terms(env: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,6 +20,7 @@ from redteam_gym.models import (
 )
 from redteam_gym.models.chat import encode_chat_continuation
 from redteam_gym.models.chat_lm import eos_token_ids
+from redteam_gym.models.thread import ThreadFormat
 
 if TYPE_CHECKING:
     from agents.common.rollout import TokenBatch
@@ -83,6 +84,12 @@ class ActorCritic(nn.Module):
     The critic reads the actor's final hidden states detached, so the value loss trains the
     critic alone and never moves the policy (the actor and critic are separate networks with
     separate objectives in Perez et al. 2022 and the seed paper).
+
+    `thread`: None to read conversations through the tokenizer's chat template; a
+    `ThreadFormat` to read them as a text thread that the actor continues (a defender in the
+    env's completion format), its messages then those of `thread_view`. A sampled message then
+    ends at the thread's stop rules, and its stop's tokens are the last it samples: the ids a
+    learner trains on are the ids sampled, and the env gets the text cut before the stop.
     """
 
     def __init__(
@@ -92,10 +99,12 @@ class ActorCritic(nn.Module):
         *,
         critic_hidden_size: int = 2048,
         frozen_fraction: float = 0.5,
+        thread: ThreadFormat | None = None,
     ) -> None:
         super().__init__()
         self.actor = actor
         self.tokenizer = tokenizer
+        self.thread = thread
         self.critic = Critic(actor.config.hidden_size, critic_hidden_size).to(actor.device)
         self.num_frozen_layers = freeze_bottom(actor, frozen_fraction)
         self.eos_token_ids = eos_token_ids(actor, tokenizer)
@@ -111,12 +120,31 @@ class ActorCritic(nn.Module):
         return self.critic(hidden.detach())
 
     def encode(self, chat: Sequence[dict[str, str]]) -> list[int]:
+        """Prompt ids for the policy's next message: `chat` through the chat template with its
+        generation prompt, or the thread ending with the reply's tag."""
+        if self.thread is not None:
+            return self.thread.encode(self.tokenizer, chat, prompt=True)[0]
         return encode_chat(self.tokenizer, chat, add_generation_prompt=True)
 
     def continuation(self, chat: Sequence[dict[str, str]], after: int) -> list[int]:
         """The ids that follow message `after`'s generated content in `chat`'s prompt (see
-        `encode_chat_continuation`)."""
+        `encode_chat_continuation` and `ThreadFormat.continuation`)."""
+        if self.thread is not None:
+            return self.thread.continuation(self.tokenizer, chat, after=after)
         return encode_chat_continuation(self.tokenizer, chat, after=after)
+
+    def stop_rule(self) -> Callable[[Sequence[int]], bool] | None:
+        """`sample`'s stop check: the thread's stop rules (None in a chat, where the end of
+        turn is a stop token)."""
+        return None if self.thread is None else self.thread.stop_rule(self.tokenizer)
+
+    def decode(self, tokens: Sequence[Sequence[int]]) -> list[str]:
+        """Each sampled message's text as the env receives it: decoded without special
+        tokens, cut before the thread's first stop, stripped."""
+        texts = self.tokenizer.batch_decode([list(t) for t in tokens], skip_special_tokens=True)
+        if self.thread is not None:
+            return [self.thread.cut(t) for t in texts]
+        return [t.strip() for t in texts]
 
     @torch.no_grad()
     def share_bottom(self, reference: PreTrainedModel) -> bool:
@@ -189,7 +217,9 @@ class ActorCritic(nn.Module):
         generator: torch.Generator | None,
         prefix_cache: PrefixCache | None = None,
     ) -> Samples:
-        """Sample utterances with per-token logprobs and values, in one batched pass.
+        """Sample utterances with per-token logprobs and values, in one batched pass; in a
+        thread, each ends at the thread's stop rules (no ids are held back: the logprobs stay
+        those of the policy's own distribution, which the learners' ratios need).
 
         `Samples.cache` holds the KV cache afterwards: passing it back as `prefix_cache` for
         the same dialogues' next turn prefills only their new messages (see `sample`). With a
@@ -213,6 +243,7 @@ class ActorCritic(nn.Module):
                 prefix_cache=prefix_cache,
                 keep_cache=True,
                 keep_states_of=boundary,
+                stop=self.stop_rule(),
             )
         finally:
             self.train(was_training)

@@ -6,7 +6,7 @@ credit flows across turns. Token ids are kept as sampled; text is decoded only f
 
 A dialogue is also one token sequence: each turn's prompt is the previous turn's prompt, the
 ids sampled for it, and the chat template's continuation (the end of that turn and the
-defender's reply). So the reference scores a whole dialogue in one forward pass at the end of
+defender's reply), or, for a defender reading a text thread, the thread's next lines. So the reference scores a whole dialogue in one forward pass at the end of
 the rollout, and every training epoch scores it in one more.
 """
 
@@ -259,6 +259,11 @@ def collect_rollout(
     """Play one batch of dialogues to the end, then score every dialogue under the reference
     in one forward pass. Seeded by `seed` alone (env openers and sampling), so a resumed run
     replays exactly what an uninterrupted one would."""
+    if role.thread != policy.thread:
+        raise ValueError(
+            f"the {role.name}'s view is read as {role.thread or 'a chat'} but the policy "
+            f"encodes {policy.thread or 'a chat'}: build the policy with the role's thread"
+        )
     num = envs.num_envs
     obs, _ = envs.reset(seed=seed)
     generator = torch.Generator(device=policy.device).manual_seed(seed)
@@ -270,6 +275,7 @@ def collect_rollout(
     # with a shared bottom, its output at each id, as the sampler fed them (see `sample`)
     bottoms: list[torch.Tensor | None] = [None] * num
     cache = None  # the actor's KV cache, carried from turn to turn
+    sampled = [0] * num  # ids sampled at each dialogue's last turn
     for turn in range(envs.max_turns):
         prompts = [sequences[i] for i in active]
         samples = policy.generate(prompts, sampling, generator, prefix_cache=cache)
@@ -279,10 +285,10 @@ def collect_rollout(
                 start, states = samples.states_start[row], samples.states[row]
                 before = bottoms[i]
                 bottoms[i] = states if before is None else torch.cat([before[:start], states])
-        texts = policy.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)
+        texts = policy.decode(samples.tokens)
         actions = [EMPTY_UTTERANCE] * num
         for row, i in enumerate(active):
-            actions[i] = texts[row].strip() or EMPTY_UTTERANCE
+            actions[i] = texts[row] or EMPTY_UTTERANCE
         obs, rewards, terminated, truncated, infos = envs.step(actions)
         assert samples.values is not None
         for row, i in enumerate(active):
@@ -303,12 +309,14 @@ def collect_rollout(
                 )
             )
             sequences[i] = sequences[i] + samples.tokens[row]
+            sampled[i] = len(samples.tokens[row])
             transcripts[i] = list(infos["transcript"][i])
         active = [i for i in active if not (terminated[i] or truncated[i])]
         if not active:
             break
         for i in active:
-            sequences[i] = _continue(policy, sequences[i], role.view(transcripts[i], system_prompt))
+            view = role.view(transcripts[i], system_prompt)
+            sequences[i] = _continue(policy, sequences[i], view, sampled[i])
     batch = TokenBatch.build(
         sequences,
         segments,
@@ -323,11 +331,21 @@ def collect_rollout(
     return Rollout(segments, num, transcripts, sequences, batch)
 
 
-def _continue(policy: ActorCritic, sequence: list[int], chat: list[dict[str, str]]) -> list[int]:
-    """The dialogue's next prompt: its ids so far (ending with the message just sampled)
-    and the template's continuation of `chat` (the policy's view) after that message."""
+def _continue(
+    policy: ActorCritic, sequence: list[int], chat: list[dict[str, str]], sampled: int
+) -> list[int]:
+    """The dialogue's next prompt: its ids so far (ending with the `sampled` ids of the
+    message just sampled) and the template's continuation of `chat` (the policy's view)
+    after that message."""
     last = max(i for i, m in enumerate(chat) if m["role"] == "assistant")
     tail = policy.continuation(chat, after=last)
+    if policy.thread is not None:
+        # a reply that stopped at the next speaker's tag ("\nUser1:") wrote the thread's
+        # markup itself: the ids it wrote are not written twice
+        for n in range(min(sampled, len(tail)), 0, -1):
+            if sequence[-n:] == tail[:n]:
+                return sequence + tail[n:]
+        return sequence + tail
     # the sampled stop token is the template's end of turn: keep one of them
     if tail and sequence and sequence[-1] in policy.eos_token_ids and tail[0] == sequence[-1]:
         tail = tail[1:]

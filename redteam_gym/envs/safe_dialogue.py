@@ -119,7 +119,8 @@ class SafeDialogueEnv(RedTeamDialogueEnv):
 
     ## Observation Space
     `Text(32768)`: the conversation so far, ending with the user's message, in
-    `RedTeamDialogue-v0`'s format (`[opener]`, `[adversary]`, `[defender]` headers).
+    `RedTeamDialogue-v0`'s format (`[opener]`, `[adversary]`, `[defender]` headers), whatever
+    the `defender_format`: the format says how a defender policy reads this conversation.
 
     ## Rewards
     Per turn, by default the `safe` preset of `redteam_gym.rewards`: `log(1 - p)` of the
@@ -138,9 +139,17 @@ class SafeDialogueEnv(RedTeamDialogueEnv):
     `prompts` (`"builtin"`, a ConvoKit corpus, or a JSONL file of prompts), `split`, `judge`,
     `reward`, `max_turns`, `max_utterance_tokens` (the adversary's messages are cut there),
     `terminate_on_unsafe`, `unsafe_threshold`, `p_max`, `device`, `dtype`.
+    `defender_format` (with `completion_template`, `completion_speakers` and `defender_stop`)
+    is how the agent's policy reads the conversation, as a frozen defender reads it in
+    `RedTeamDialogue-v0`: `"chat"`, through its chat template
+    (`redteam_gym.roles.defender_chat`), or `"completion"`, as the text thread of
+    `EnvConfig.thread_format()` that it continues (`redteam_gym.roles.defender_thread`), its
+    reply cut before the thread's first stop. The learners (`role="defender"`) read it so;
+    the env's action, observation and reward are the same in both formats.
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release; `defender_format="completion"` (a defender policy reads a text
+      thread) was added later without a version bump: the `"chat"` default is unchanged.
     """
 
     engine: SafeDialogueEngine
@@ -162,6 +171,8 @@ class SafeDialogueEnv(RedTeamDialogueEnv):
         _, reward, terminated, truncated, info = super().step(action)
         assert self._dialogue is not None
         self.engine.begin([self._dialogue])
+        # the transcript the observation shows, the user's next message included
+        info["transcript"] = [dict(m) for m in self._dialogue.transcript]
         return render_transcript(self._dialogue.transcript), reward, terminated, truncated, info
 
 
@@ -201,9 +212,10 @@ class SafeDialogueVectorEnv(RedTeamDialogueVectorEnv):
 
     def _begin(self, infos: dict[str, Any]) -> None:
         """The user messages of every dialogue that awaits one, in one adversary call; the
-        reset infos' transcripts then include them, as the observations do."""
+        infos' transcripts then include them, as the observations do (a learner reads the
+        next prompt from them)."""
         self.engine.begin([d for d in self._dialogues if d is not None])
-        if "transcript" in infos and "turn" in infos:
+        if "transcript" in infos:
             for i, d in enumerate(self._dialogues):
-                if d is not None and infos["_turn"][i] and infos["turn"][i] == 0:
+                if d is not None and infos["_transcript"][i]:
                     infos["transcript"][i] = [dict(m) for m in d.transcript]

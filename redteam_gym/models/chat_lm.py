@@ -234,15 +234,6 @@ class ChatLM:
         prompts = [self.encode(c) for c in conversations]
         cache, self._cache = self._cache, None
         thread = self.thread
-        stop = None
-        if thread is not None:
-            window, pattern = 2 + thread.stop_chars, thread.stop_pattern
-
-            def stop(ids: Sequence[int]) -> bool:
-                # a stop spans at most `window` ids, each at least one character
-                text = self.tokenizer.decode(ids[-window:], skip_special_tokens=True)
-                return pattern.search(text) is not None
-
         samples = sample(
             self.model,
             prompts,
@@ -253,7 +244,7 @@ class ChatLM:
             prefix_cache=cache if self.reuse_cache else None,
             keep_cache=self.reuse_cache,
             held_back_ids=self.line_break_ids() if thread is not None else (),
-            stop=stop,
+            stop=thread.stop_rule(self.tokenizer) if thread is not None else None,
         )
         self._cache = samples.cache
         texts = self.tokenizer.batch_decode(samples.tokens, skip_special_tokens=True)

@@ -22,7 +22,7 @@ and the KV cache carries over from turn to turn, as it does for chat.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -177,6 +177,37 @@ class ThreadFormat:
             if k == last:
                 span = (start, len(ids))
         return ids, span
+
+    def continuation(
+        self, tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, after: int
+    ) -> list[int]:
+        """Ids of what follows message `after`'s content in the thread's prompt (`encode` with
+        `prompt=True`): the later messages and the reply's tag.
+
+        The thread's counterpart of `encode_chat_continuation`: a dialogue's ids grow by
+        splicing `encode(messages[:after])`, the ids the model wrote for message `after` (the
+        model's own, so `after` must be an `assistant` message) and these. Pieces are tokenised
+        one by one, so the splice of message `after`'s content piece is `encode(messages)`."""
+        if not 0 <= after < len(messages) or str(messages[after]["role"]) != "assistant":
+            raise ValueError(
+                f"after={after} is not the index of an assistant message (the model's) among "
+                f"the thread's {len(messages)} messages"
+            )
+        # a system message is markup before the thread: two pieces per other message
+        content = 2 * sum(str(m["role"]) != "system" for m in messages[:after]) + 1
+        pieces = self.pieces(messages, prompt=True)[content + 1 :]
+        return [i for text, _ in pieces for i in _encode(tokenizer, text)]
+
+    def stop_rule(self, tokenizer: PreTrainedTokenizerBase) -> Callable[[Sequence[int]], bool]:
+        """`sample`'s `stop` check of a reply: whether its generated ids so far hold a stop."""
+        window, pattern = 2 + self.stop_chars, self.stop_pattern
+
+        def stop(ids: Sequence[int]) -> bool:
+            # a stop spans at most `window` ids, each at least one character
+            text = tokenizer.decode(list(ids[-window:]), skip_special_tokens=True)
+            return pattern.search(str(text)) is not None
+
+        return stop
 
 
 def one_line(text: str) -> tuple[str, list[int]]:
