@@ -58,10 +58,12 @@ __all__ = [
     "Label",
     "audit",
     "audit_cell",
+    "audited_examples",
     "find_eval",
     "format_audit",
     "load_audit",
     "read_labels",
+    "shipped_labels",
     "write_audit",
     "write_sheet",
 ]
@@ -250,6 +252,52 @@ def write_sheet(
     atomic_write(path, _jsonl(items))
     atomic_write(path.with_suffix(".md"), _sheet_markdown(items, eval_dir))
     return path
+
+
+def shipped_labels(eval_dir: str | os.PathLike[str]) -> dict[str, bool]:
+    """Labels the real-reply set (`redteam_gym.judges.replies`) already holds for this eval's
+    replies, by sheet id (`<rollout>-<turn>`): a reply matches when its opener, conversation
+    and text are the same as a labelled one's."""
+    from redteam_gym.judges.replies import load_replies, reply_id
+
+    known = {r.id: r.unsafe for r in load_replies()}
+    out = {}
+    for record in _read_eval(Path(eval_dir)):
+        transcript = [{"role": "opener", "content": record.get("opener", "")}]
+        for k, t in enumerate(record["turns"]):
+            transcript.append({"role": "adversary", "content": t["adversary"]})
+            transcript.append({"role": "defender", "content": t["defender"]})
+            label = known.get(reply_id(record["opener_id"], transcript))
+            if label is not None:
+                out[f"{record['rollout']}-{int(t.get('turn', k + 1))}"] = label
+    return out
+
+
+def audited_examples(eval_dir: str | os.PathLike[str], top: int = 5) -> str:
+    """The eval's `top` highest-rewarded replies with their conversations and, where the
+    real-reply set labelled them, their labels (markdown)."""
+    eval_dir = Path(eval_dir)
+    records = _read_eval(eval_dir)
+    by_rollout = {int(r["rollout"]): r for r in records}
+    labels = shipped_labels(eval_dir)
+    threshold = _threshold(eval_dir)
+    lines = []
+    for k, x in enumerate(sorted(_replies(records), key=lambda x: x.rank_key)[:top], 1):
+        item = _item(by_rollout[x.rollout], x.id, x.turn)
+        label = labels.get(x.id)
+        verdict = (
+            "not in the labelled set: label it with `redteam-gym audit`"
+            if label is None
+            else ("labelled **unsafe**" if label else "labelled safe: a false positive")
+        )
+        flag = "unsafe" if x.p_unsafe >= threshold else "safe"
+        lines += [
+            f"{k}. P(unsafe) {x.p_unsafe:.2f} (judge: {flag}); {verdict}",
+            f"   - opener: {_one_line(item['opener'])[:160]}",
+            *(f"   - {m['role']}: {_one_line(m['content'])[:160]}" for m in item["messages"]),
+            f"   - **defender: {_one_line(item['reply'])[:240]}**",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def _jsonl(rows: Sequence[dict[str, Any]]) -> str:

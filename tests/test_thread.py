@@ -37,6 +37,17 @@ def test_a_thread_renders_one_line_per_message_and_ends_with_the_reply_tag():
     assert fmt.render(system) == "A thread on r/roommates.\n\nOP: My roommate eats my food.\nUser2:"
 
 
+def test_a_header_line_opens_the_thread():
+    fmt = ThreadFormat(header="A thread from a forum.")
+    assert (
+        fmt.render(THREAD[:1]) == "A thread from a forum.\n\nOP: My roommate eats my food.\nUser2:"
+    )
+    config = EnvConfig(defender_format="completion", completion_header="On a forum.")
+    assert config.thread_format().header == "On a forum."
+    with pytest.raises(ValueError, match="completion_header"):
+        EnvConfig(completion_header="two\nlines")
+
+
 def test_a_custom_template_and_speakers():
     fmt = ThreadFormat(template="<{speaker}> {content}\n", speakers=("op", "anon", "bot"))
     assert (

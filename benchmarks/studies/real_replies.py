@@ -104,16 +104,17 @@ class ScriptedProvoker:
         return [self.generator.choice(PROVOCATIONS) for _ in observations]
 
 
-# (name, adversary, split, turns, temperature, rollouts): about 2,900 replies
+# (name, adversary, split, turns, temperature, rollouts): about 1,600 replies
 GENERATED_RUNS = (
     ("provoked-train-t1.0-1", "provoker", "train", 1, 1.0, 384),
-    ("provoked-train-t0.7-3", "provoker", "train", 3, 0.7, 160),
-    ("provoked-train-t1.0-5", "provoker", "train", 5, 1.0, 96),
-    ("provoked-eval-t1.0-1", "provoker", "eval", 1, 1.0, 192),
-    ("provoked-eval-t0.7-3", "provoker", "eval", 3, 0.7, 96),
-    ("provoked-eval-t1.0-5", "provoker", "eval", 5, 1.0, 48),
-    ("few-shot-train-t0.7-3", "few-shot", "train", 3, 0.7, 64),
-    ("zero-shot-train-t1.0-5", "zero-shot", "train", 5, 1.0, 32),
+    ("provoked-train-t0.7-3", "provoker", "train", 3, 0.7, 64),
+    ("provoked-train-t1.0-5", "provoker", "train", 5, 1.0, 32),
+    ("provoked-eval-t1.0-1", "provoker", "eval", 1, 1.0, 128),
+    ("provoked-eval-t0.7-3", "provoker", "eval", 3, 0.7, 48),
+    ("provoked-eval-t1.0-5", "provoker", "eval", 5, 1.0, 16),
+    ("few-shot-train-t0.7-3", "few-shot", "train", 3, 0.7, 32),
+    ("zero-shot-train-t1.0-5", "zero-shot", "train", 5, 1.0, 16),
+    ("provoked-train-t1.0-1b", "provoker", "train", 1, 1.0, 320),
 )
 
 
@@ -280,7 +281,8 @@ def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float:
 
 def agree(first: Path, second: Path, out: Path) -> None:
     """Agreement of two labellers and the items for a third read."""
-    a, b = read_labels(first), read_labels(second)
+    a = _read_dir(first) if first.is_dir() else read_labels(first)
+    b = _read_dir(second) if second.is_dir() else read_labels(second)
     shared = sorted(set(a) & set(b))
     x = [a[i]["unsafe"] for i in shared]
     y = [b[i]["unsafe"] for i in shared]
@@ -291,6 +293,70 @@ def agree(first: Path, second: Path, out: Path) -> None:
         f"kappa {kappa:.3f}; unsafe {sum(x)} and {sum(y)}"
     )
     out.write_text("".join(json.dumps({"id": i}) + "\n" for i in disagree))
+
+
+def _read_dir(directory: Path) -> dict[str, dict[str, Any]]:
+    labels: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.jsonl")):
+        labels.update(read_labels(path))
+    return labels
+
+
+def build(items: Sequence[Path], first: Path, second: Path, third: Path, out: Path) -> None:
+    """The settled labels -> `replies.jsonl`: where the two labellers agree, their label;
+    where they disagree, the third read's. Every drawn item must be labelled by both."""
+    from redteam_gym.judges.replies import split_of
+
+    drawn: dict[str, dict[str, Any]] = {}
+    for path in items:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                item = json.loads(line)
+                drawn.setdefault(item["id"], item)
+    a, b = _read_dir(first), _read_dir(second)
+    c = _read_dir(third) if third.is_dir() else {}
+    missing = [i for i in drawn if i not in a or i not in b]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} drawn items lack a label from both readers: {missing[:5]}"
+        )
+    rows = []
+    for i, item in drawn.items():
+        votes = [a[i], b[i]]
+        if a[i]["unsafe"] != b[i]["unsafe"]:
+            if i not in c:
+                raise ValueError(f"{i}: the readers disagree and the third read is missing")
+            votes.append(c[i])
+        unsafe = votes[-1]["unsafe"] if len(votes) == 3 else votes[0]["unsafe"]
+        categories = sorted({v["category"] for v in votes if v["unsafe"] and v.get("category")})
+        rows.append(
+            {
+                "id": i,
+                "opener_id": item["opener_id"],
+                "conversation": item["conversation"],
+                "unsafe": int(unsafe),
+                "categories": categories if unsafe else [],
+                "borderline": any(bool(v.get("borderline")) for v in votes),
+                "votes": [int(v["unsafe"]) for v in votes],
+                "why": [v.get("why", "") for v in votes],
+                "drawn_by": item["drawn_by"],
+                "sampling_rate": item.get("sampling_rate"),
+                "source": item["source"],
+                "format": item["format"],
+                "temperature": item["temperature"],
+                "turn": item["turn"],
+                "split": split_of(item["opener_id"]),
+            }
+        )
+    rows.sort(key=lambda r: (r["split"], r["source"], r["id"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    unsafe = sum(r["unsafe"] for r in rows)
+    held = [r for r in rows if r["split"] == "heldout"]
+    print(
+        f"{len(rows)} replies, {unsafe} unsafe; held out {len(held)} "
+        f"({sum(r['unsafe'] for r in held)} unsafe); third reads {sum(len(r['votes']) == 3 for r in rows)}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -310,9 +376,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     s.add_argument("--exclude", type=Path, default=None, help="items.jsonl already drawn")
     s.add_argument("--judges", nargs="+", default=["semantic", "profanity", "toxblock"])
     a = sub.add_parser("agree")
-    a.add_argument("first", type=Path)
+    a.add_argument("first", type=Path, help="a labeller's file or directory of files")
     a.add_argument("second", type=Path)
     a.add_argument("--out", type=Path, required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--items", type=Path, nargs="+", required=True, help="select's items.jsonl")
+    b.add_argument("--labels", type=Path, nargs=3, required=True, metavar=("A", "B", "THIRD"))
+    b.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "generate":
         generate(args.out)
@@ -329,8 +399,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             recorded=args.recorded,
             exclude=args.exclude,
         )
-    else:
+    elif args.command == "agree":
         agree(args.first, args.second, args.out)
+    else:
+        build(args.items, *args.labels, args.out)
 
 
 if __name__ == "__main__":

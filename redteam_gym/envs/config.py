@@ -55,6 +55,8 @@ class EnvConfig:
     red-teamed; any causal LM, base or instruct)."""
     completion_template: str = "{speaker}: {content}\n"
     """The completion format's line per message: {speaker} and {content} once each."""
+    completion_header: str = ""
+    """The completion format's header line before the thread (where it takes place)."""
     completion_speakers: str = "OP,User1,User2"
     """The completion format's speaker tags of the opener, the adversary and the defender."""
     defender_stop: str | None = None
@@ -139,7 +141,12 @@ class EnvConfig:
             return None if ok else f"{name} {rule}, got {value}"
         if name == "defender_format" and value not in DEFENDER_FORMATS:
             return f"defender_format must be one of {DEFENDER_FORMATS}, got {value!r}"
-        if name in ("completion_template", "completion_speakers", "defender_stop"):
+        if name in (
+            "completion_template",
+            "completion_header",
+            "completion_speakers",
+            "defender_stop",
+        ):
             try:
                 self._thread()
             except (ValueError, TypeError) as exc:
@@ -181,10 +188,9 @@ class EnvConfig:
         return self._thread() if self.defender_format == "completion" else None
 
     def _thread(self) -> ThreadFormat:
-        if not isinstance(self.completion_template, str) or not isinstance(
-            self.completion_speakers, str
-        ):
-            raise TypeError("completion_template and completion_speakers must be str")
+        names = ("completion_template", "completion_header", "completion_speakers")
+        if not all(isinstance(getattr(self, n), str) for n in names):
+            raise TypeError(f"{', '.join(names)} must be str")
         stop = None
         if self.defender_stop is not None:
             if not isinstance(self.defender_stop, str):
@@ -192,6 +198,7 @@ class EnvConfig:
             stop = tuple(s.replace("\\n", "\n") for s in self.defender_stop.split("|"))
         return ThreadFormat(
             template=self.completion_template,
+            header=self.completion_header,
             speakers=ThreadFormat.parse_speakers(self.completion_speakers),
             stop=stop,
         )

@@ -50,6 +50,8 @@ class ThreadFormat:
     break."""
     speakers: tuple[str, ...] = DEFAULT_SPEAKERS
     """Tags of the opening post's author, the other user and the model."""
+    header: str = ""
+    """A line before the thread that says where it takes place (empty: none)."""
     stop: tuple[str, ...] | None = None
     """The reply ends before the first of these strings; None: before a blank line, or a line
     break followed by a speaker tag (any `Name:` at the start of a line, `User3:` too)."""
@@ -78,6 +80,8 @@ class ThreadFormat:
                 f"got {speakers}"
             )
         object.__setattr__(self, "speakers", speakers)
+        if "\n" in self.header:
+            raise ValueError(f"completion header must be one line, got {self.header!r}")
         if self.stop is not None:
             stop = tuple(self.stop)
             if not stop or any(not s for s in stop):
@@ -119,7 +123,7 @@ class ThreadFormat:
         head, gap = t[: t.index("{content}")].rstrip(), self.content_gap
         after = t[t.index("{content}") + len("{content}") :]
         pieces: list[tuple[str, bool]] = []
-        markup = ""
+        markup = self.header + "\n\n" if self.header else ""
         for m in messages:
             role, content = str(m["role"]), one_line(str(m["content"]))[0]
             if role == "system":
