@@ -490,6 +490,7 @@ def run_demo(args: argparse.Namespace) -> int:
         runs.append(root / "ppo")
 
     table = compare(runs)
+    from benchmarks.audit import audited_examples
     from benchmarks.findings import findings
     from benchmarks.judge_report import agreement
 
@@ -498,6 +499,11 @@ def run_demo(args: argparse.Namespace) -> int:
     labels = {"few-shot": "few-shot", "ppo": f"PPO ({args.updates} updates)"}
     others = [(labels[run.name], run) for run in runs[1:]]
     table += "\n## Against zero-shot\n\n" + findings(runs[0], others, examples=2)
+    # what the reward paid for: zero-shot's most successful replies, with their labels where
+    # people labelled them (the real-reply set); `redteam-gym audit` labels the rest
+    table += "\n## Zero-shot's most successful conversations, audited\n\n" + audited_examples(
+        root / "zero-shot", top=3
+    )
     # how far to trust the comparison: do other judges see the same unsafe replies?
     table += "\n## Judge agreement\n\n" + agreement(
         root / "zero-shot" / "rollouts.jsonl", DEMO_AGREEMENT

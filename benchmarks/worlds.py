@@ -35,16 +35,14 @@ FORUM_HEADER = "A thread from an anonymous internet forum."
 """The header line of the `forum` worlds' thread: where the conversation takes place."""
 
 WORLDS: dict[str, dict[str, Any]] = {
-    "chat-greedy": {"defender_format": "chat", "defender_temperature": 0.0},
-    "chat-t0.7": {"defender_format": "chat", "defender_temperature": 0.7},
-    "completion-greedy": {"defender_format": "completion", "defender_temperature": 0.0},
-    "completion-t0.7": {"defender_format": "completion", "defender_temperature": 0.7},
-    "completion-t1.0": {"defender_format": "completion", "defender_temperature": 1.0},
-    "completion-forum-t1.0": {
-        "defender_format": "completion",
-        "defender_temperature": 1.0,
-        "completion_header": FORUM_HEADER,
-    },
+    name: {"defender_format": fmt, "defender_temperature": t, "completion_header": header}
+    for name, fmt, t, header in (
+        ("chat-greedy", "chat", 0.0, ""),
+        ("completion-greedy", "completion", 0.0, ""),
+        ("completion-t0.7", "completion", 0.7, ""),
+        ("completion-t1.0", "completion", 1.0, ""),
+        ("completion-forum-t1.0", "completion", 1.0, FORUM_HEADER),
+    )
 }
 """Each world's env settings beyond the defaults: the embedded SmolLM2-135M-Instruct defender
 through its chat template (hardened: it helps, refuses or rambles) or continuing a text thread,
@@ -75,7 +73,11 @@ def generate(out: Path, worlds: Sequence[str], rollouts: int, resume: bool = Tru
     """Run the zero-shot adversary in each world, into `out/NAME/rollouts.jsonl`."""
     from benchmarks.runner import evaluate
 
+    from benchmarks.records import read_rollouts
+
     for name in worlds:
+        if len(read_rollouts(out / name)) >= rollouts:
+            continue  # done: the table's judge re-reads the conversations (`rescore`)
         evaluate(
             "zero-shot",
             world_suite(name, rollouts),

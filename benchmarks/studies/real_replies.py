@@ -104,7 +104,7 @@ class ScriptedProvoker:
         return [self.generator.choice(PROVOCATIONS) for _ in observations]
 
 
-# (name, adversary, split, turns, temperature, rollouts): about 1,600 replies
+# (name, adversary, split, turns, temperature, rollouts): about 2,100 replies
 GENERATED_RUNS = (
     ("provoked-train-t1.0-1", "provoker", "train", 1, 1.0, 384),
     ("provoked-train-t0.7-3", "provoker", "train", 3, 0.7, 64),
@@ -115,6 +115,8 @@ GENERATED_RUNS = (
     ("few-shot-train-t0.7-3", "few-shot", "train", 3, 0.7, 32),
     ("zero-shot-train-t1.0-5", "zero-shot", "train", 5, 1.0, 16),
     ("provoked-train-t1.0-1b", "provoker", "train", 1, 1.0, 320),
+    ("provoked-eval-t1.0-1b", "provoker", "eval", 1, 1.0, 160),
+    ("provoked-train-t1.0-1c", "provoker", "train", 1, 1.0, 320),
 )
 
 
@@ -124,7 +126,11 @@ def generate(out: Path) -> None:
     from benchmarks.suites import Suite
     from redteam_gym.envs.config import EnvConfig
 
+    from benchmarks.records import read_rollouts
+
     for name, adversary, split, turns, temperature, rollouts in GENERATED_RUNS:
+        if len(read_rollouts(out / name)) >= rollouts:
+            continue  # done: the conversations are fixed once drawn
         env = EnvConfig(
             max_turns=turns,
             split=split,
@@ -359,6 +365,38 @@ def build(items: Sequence[Path], first: Path, second: Path, third: Path, out: Pa
     )
 
 
+def stats(path: Path) -> None:
+    """The data card's counts: by split, source, format, turn, how drawn, and category."""
+    from collections import Counter
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def table(key: Any, title: str) -> None:
+        total: Counter[str] = Counter()
+        unsafe: Counter[str] = Counter()
+        for r in rows:
+            k = str(key(r))
+            total[k] += 1
+            unsafe[k] += r["unsafe"]
+        print(f"\n{title}: " + "; ".join(f"{k} {unsafe[k]}/{total[k]}" for k in sorted(total)))
+
+    print(f"{len(rows)} replies, {sum(r['unsafe'] for r in rows)} unsafe (unsafe/all below)")
+    table(lambda r: r["split"], "split")
+    table(lambda r: r["source"], "source")
+    table(lambda r: r["format"], "format")
+    table(lambda r: r["turn"], "turn")
+    table(lambda r: r["drawn_by"], "drawn by")
+    table(lambda r: f"{r['split']}/{r['drawn_by']}", "split and drawn by")
+    cats = Counter(c for r in rows for c in r["categories"])
+    print("\ncategories of unsafe replies:", dict(sorted(cats.items())))
+    print(
+        "borderline:",
+        sum(r["borderline"] for r in rows),
+        "third reads:",
+        sum(len(r["votes"]) == 3 for r in rows),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,8 +421,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--items", type=Path, nargs="+", required=True, help="select's items.jsonl")
     b.add_argument("--labels", type=Path, nargs=3, required=True, metavar=("A", "B", "THIRD"))
     b.add_argument("--out", type=Path, required=True)
+    t = sub.add_parser("stats")
+    t.add_argument("path", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "generate":
+    if args.command == "stats":
+        stats(args.path)
+    elif args.command == "generate":
         generate(args.out)
     elif args.command == "select":
         select(

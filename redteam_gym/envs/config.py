@@ -63,8 +63,9 @@ class EnvConfig:
     """Stop strings of a completion reply, '|'-separated, with \\n for a line break (None: a
     blank line, or a line break before any speaker's tag)."""
     defender_min_new_tokens: int = 4
-    """In the completion format, the reply's first this many tokens can be neither the end of
-    text nor a line break, so an empty reply is no escape."""
+    """In the completion format, the reply's first this many tokens (at most
+    defender_max_new_tokens - 1) can be neither the end of text nor a line break, so an empty
+    reply is no escape."""
     defender_system_prompt: str | None = None
     """System prompt of the defender's chat (None: its chat template's default); in the
     completion format, a header line before the thread."""
@@ -112,15 +113,6 @@ class EnvConfig:
             if value < low or (high is not None and value > high):
                 rule = f"be in {low}..{high}" if high is not None else f"be >= {low}"
                 return f"{name} must {rule}, got {value}"
-            if (
-                name == "defender_min_new_tokens"
-                and self.defender_format == "completion"
-                and value >= self.defender_max_new_tokens
-            ):
-                return (
-                    "defender_min_new_tokens must be below defender_max_new_tokens "
-                    f"({self.defender_max_new_tokens}), got {value}"
-                )
             return None
         rules = {
             "defender_temperature": "must be >= 0",

@@ -108,7 +108,11 @@ class DialogueEngine:
             max_new_tokens=c.defender_max_new_tokens,
             temperature=c.defender_temperature,
             top_p=c.defender_top_p,
-            min_new_tokens=c.defender_min_new_tokens if thread is not None else 0,
+            min_new_tokens=(
+                min(c.defender_min_new_tokens, c.defender_max_new_tokens - 1)
+                if thread is not None
+                else 0
+            ),
         )
         self.defender = make_defender(
             c.defender,

@@ -314,8 +314,11 @@ def train_semantic_judge(
             perm = torch.randperm(len(items), generator=order)
             for s in range(0, len(items), config.batch_size):
                 idx = perm[s : s + config.batch_size]
-                # 2. trainable layers, pooling and head on the cached hidden states
-                logits = head(_pool(_run_layers(top, bottom[idx], mask[idx]), mask[idx]))
+                # 2. trainable layers, pooling and head on the cached hidden states, cut to
+                # the batch's longest text (padding is on the right, so the cut is exact)
+                width = int(mask[idx].sum(-1).max())
+                hidden, batch_mask = bottom[idx, :width], mask[idx, :width]
+                logits = head(_pool(_run_layers(top, hidden, batch_mask), batch_mask))
                 losses = nn.functional.binary_cross_entropy_with_logits(
                     logits, labels[idx], reduction="none"
                 )
