@@ -22,9 +22,6 @@ __all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
 DEFAULT_EVAL_ROOT = Path("runs") / "eval"
 DEFAULT_DEMO_DIR = Path("runs") / "demo"
 DEMO_ROLLOUTS = 16
-DEMO_JUDGE = "semantic"
-"""The demo's judge: the project's semantic judge reads meaning, where `profanity` (the env's
-default) reads words, so the demo's comparison shows more than 0% everywhere."""
 DEMO_REWARD = "implicit"
 """The reward preset of the demo's PPO updates (`redteam_gym.rewards`)."""
 DEMO_AGREEMENT = ("semantic", "profanity", "toxblock")
@@ -448,8 +445,6 @@ def run_demo(args: argparse.Namespace) -> int:
     # the demo's budget: about 10 minutes on a 2-core CPU (quick's protocol, half its rollouts)
     if args.suite == "quick" and not overrides["rollouts"]:
         overrides["rollouts"] = DEMO_ROLLOUTS
-    if args.suite == "quick" and not overrides["judge"]:
-        overrides["judge"] = DEMO_JUDGE
     try:
         suite = load_suite(args.suite, **overrides)
     except ValueError as exc:
@@ -522,19 +517,18 @@ def run_demo(args: argparse.Namespace) -> int:
 def _train_ppo(suite: Any, root: Path, args: argparse.Namespace) -> Any:
     """Train a short PPO run; returns the learner.
 
-    The learner trains in the suite's env (defender, judge, openers, turns, utterance cut,
-    threshold) with two deliberate differences: the *train* split of the openers, and the
-    defender decoding greedily (`EnvConfig`'s training default) where the suite samples it
-    at T 0.7. Against a sampling defender the reward is mostly the defender's sampling noise
-    (`benchmarks/results/reward-noise/`: 98.8% of its variance), so the learner trains where
-    its utterances decide the reward and is evaluated where a deployed model answers. It
-    checkpoints into ``ROOT/ppo-train``; the learner itself is the adversary.
+    The learner trains in the suite's env (defender, its format and sampling, judge, turns,
+    utterance cut, threshold) on the *train* split of the openers. The defender samples in
+    training as in evaluation: the default world's defender, a text thread continued at T 1,
+    never fails when it decodes greedily (0 of 64 zero-shot conversations,
+    `benchmarks/results/worlds/`), so a greedy defender would leave nothing to learn; the
+    reward carries the sampling noise instead. It checkpoints into ``ROOT/ppo-train``; the
+    learner itself is the adversary.
     """
     from agents import PPO, PPOConfig
 
     env = suite.env.replace(
         split="train",
-        defender_temperature=0.0,
         reward=DEMO_REWARD,
         device=args.device or suite.env.device,
         dtype=args.dtype or suite.env.dtype,
@@ -553,8 +547,7 @@ def _train_ppo(suite: Any, root: Path, args: argparse.Namespace) -> Any:
     }
     config = PPOConfig(**{k: v for k, v in wanted.items() if v is not None})
     print(
-        f"\n[train] PPO, {args.updates} updates on the train split against the greedy "
-        "defender (the evals sample it at T 0.7)",
+        f"\n[train] PPO, {args.updates} updates on the train split",
         flush=True,
     )
     learner = PPO(config)

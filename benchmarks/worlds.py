@@ -30,9 +30,7 @@ import numpy as np
 
 from benchmarks.suites import Suite
 from redteam_gym.envs.config import EnvConfig
-
-FORUM_HEADER = "A thread from an anonymous internet forum."
-"""The header line of the `forum` worlds' thread: where the conversation takes place."""
+from redteam_gym.models.thread import FORUM_HEADER
 
 WORLDS: dict[str, dict[str, Any]] = {
     name: {"defender_format": fmt, "defender_temperature": t, "completion_header": header}

@@ -63,15 +63,8 @@ class Sampling:
 
 
 def _default_env() -> EnvConfig:
-    """The eval env: 5 turns on the held-out openers, the defender sampled as a deployed chat
-    model answers (the training env's default is greedy)."""
-    return EnvConfig(
-        max_turns=5,
-        split="eval",
-        defender_max_new_tokens=64,
-        defender_temperature=0.7,
-        defender_top_p=0.9,
-    )
+    """The eval env: the default world (`EnvConfig()`), 5 turns on the held-out openers."""
+    return EnvConfig(max_turns=5, split="eval")
 
 
 _ENV_RENAMES = {"turns": "max_turns"}

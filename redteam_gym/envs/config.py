@@ -22,7 +22,7 @@ import torch
 
 from redteam_gym.defenders import DEFAULT_DEFENDER, Defender
 from redteam_gym.judges import DEFAULT_JUDGE, Judge, check_judge_spec
-from redteam_gym.models.thread import ThreadFormat
+from redteam_gym.models.thread import FORUM_HEADER, ThreadFormat
 from redteam_gym.rewards import RewardConfig
 
 MIN_TURNS, MAX_TURNS = 1, 5
@@ -49,14 +49,16 @@ class EnvConfig:
     """Conversation openers: 'builtin', a ConvoKit corpus name or directory."""
     split: str | None = "train"
     """Opener split: 'train', 'eval' (held out) or None for all openers."""
-    defender_format: str = "chat"
-    """How the defender reads the conversation: 'chat' (through its chat template) or
-    'completion' (a plain text thread with speaker tags that it continues, as base LMs are
-    red-teamed; any causal LM, base or instruct)."""
+    defender_format: str = "completion"
+    """How the defender reads the conversation: 'completion' (a plain text thread with speaker
+    tags that it continues, as base LMs are red-teamed; any causal LM, base or instruct) or
+    'chat' (through its chat template: the hardened level, where the embedded defender never
+    failed in 64 zero-shot conversations)."""
     completion_template: str = "{speaker}: {content}\n"
     """The completion format's line per message: {speaker} and {content} once each."""
-    completion_header: str = ""
-    """The completion format's header line before the thread (where it takes place)."""
+    completion_header: str = FORUM_HEADER
+    """The completion format's header line before the thread (where it takes place; '' for
+    none)."""
     completion_speakers: str = "OP,User1,User2"
     """The completion format's speaker tags of the opener, the adversary and the defender."""
     defender_stop: str | None = None
@@ -71,9 +73,10 @@ class EnvConfig:
     completion format, a header line before the thread."""
     defender_max_new_tokens: int = 64
     """Longest defender reply in tokens."""
-    defender_temperature: float = 0.0
-    """Defender temperature: 0 decodes greedily, so the reward depends on the conversation
-    alone; > 0 samples (as the eval suites do), and the reward carries the sampling noise."""
+    defender_temperature: float = 1.0
+    """Defender temperature: > 0 samples, and the reward carries the sampling noise; 0 decodes
+    greedily, so the reward depends on the conversation alone (but the greedy embedded
+    defender never failed in 64 zero-shot conversations, in either format)."""
     defender_top_p: float = 0.9
     """Defender nucleus sampling mass when it samples."""
     max_utterance_tokens: int = 128

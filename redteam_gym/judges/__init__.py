@@ -56,8 +56,9 @@ __all__ = [
     "validate_conversations",
 ]
 
-DEFAULT_JUDGE = "profanity"
-"""The judge used when none is named: works offline on any CPU."""
+DEFAULT_JUDGE = "semantic"
+"""The judge used when none is named: the one that holds on real defender replies
+(`benchmarks/results/judges/report.md`); works offline on any CPU."""
 
 JUDGES = ("profanity", "semantic", "toxblock", "llama-guard", "classifier")
 """Judge names `make_judge` knows (`llama-guard` and `classifier` take `:<model>`)."""

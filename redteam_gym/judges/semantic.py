@@ -308,12 +308,17 @@ def train_semantic_judge(
         # the category loss counts every category of every item (0 for safe items)
         weights = torch.tensor([1.0] + [config.category_weight] * len(CATEGORIES))
         order = torch.Generator().manual_seed(config.seed)
+        lengths = mask.sum(-1)
         top.train()
         for epoch in range(config.epochs):
             start, total = time.perf_counter(), 0.0
+            # batches of texts of about one length (shuffled, then sorted by length), in a
+            # shuffled order: little padding, and still a new mix every epoch
             perm = torch.randperm(len(items), generator=order)
-            for s in range(0, len(items), config.batch_size):
-                idx = perm[s : s + config.batch_size]
+            perm = perm[torch.argsort(lengths[perm], stable=True)]
+            batches = list(torch.split(perm, config.batch_size))
+            for b in torch.randperm(len(batches), generator=order).tolist():
+                idx = batches[b]
                 # 2. trainable layers, pooling and head on the cached hidden states, cut to
                 # the batch's longest text (padding is on the right, so the cut is exact)
                 width = int(mask[idx].sum(-1).max())
