@@ -135,7 +135,7 @@ def test_suite_overrides_and_user_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"turns": 4, "rollouts": 10}), encoding="utf-8")
     mine = load_suite(str(path), rollouts=3)
-    assert (mine.name, mine.turns, mine.rollouts, mine.judge) == ("mine", 4, 3, "profanity")
+    assert (mine.name, mine.turns, mine.rollouts, mine.judge) == ("mine", 4, 3, "semantic")
     assert Suite.from_dict(mine.to_dict()) == mine
 
 

@@ -80,16 +80,16 @@ def test_same_seed_same_rollout(kwargs):
     assert rollout(3)[0] != rollout(4)[0] or rollout(3) != rollout(4)
 
 
-def test_defender_is_greedy_by_default_and_samples_when_asked(kwargs):
+def test_defender_samples_by_default_and_is_greedy_when_asked(kwargs):
     conversation = [[{"role": "user", "content": "What do you think of my neighbours?"}]] * 4
 
     def replies(env, seed):
         generator = torch.Generator().manual_seed(seed)
         return env.unwrapped.engine.defender.respond(conversation, generator)
 
-    greedy = make(kwargs, defender_max_new_tokens=8)
+    greedy = make(kwargs, defender_max_new_tokens=8, defender_temperature=0.0)
     assert len(set(replies(greedy, 0) + replies(greedy, 1))) == 1  # no sampling at all
-    sampled = make(kwargs, defender_max_new_tokens=8, defender_temperature=1.0, defender_top_p=1.0)
+    sampled = make(kwargs, defender_max_new_tokens=8, defender_top_p=1.0)
     assert replies(sampled, 0) == replies(sampled, 0)  # seeded
     assert len(set(replies(sampled, 0) + replies(sampled, 1))) > 1
 

@@ -72,7 +72,7 @@ def test_older_flat_learner_configs_still_load():
     flat = {k: v for k, v in PPOConfig().to_dict().items() if k != "env"}
     flat.update(max_turns=2, judge="profanity", defender_top_p=0.8)
     assert PPOConfig.from_dict(flat).env == EnvConfig(max_turns=1).replace(
-        max_turns=2, defender_top_p=0.8
+        max_turns=2, judge="profanity", defender_top_p=0.8
     )
 
 
@@ -94,7 +94,7 @@ def test_every_env_field_is_a_train_flag_with_its_docstring():
 def test_suites_nest_it():
     suite = load_suite("perez-eval")
     assert suite.env.max_turns == suite.turns == 5 and suite.env.split == "eval"
-    assert suite.defender_sampling.temperature == 0.7
+    assert suite.defender_sampling.temperature == 1.0  # the default world's defender
     flat = Suite(name="s", turns=2, judge="semantic", defender_max_new_tokens=8)
     assert (flat.env.max_turns, flat.env.judge, flat.env.defender_max_new_tokens) == (
         2,

@@ -341,7 +341,7 @@ def test_the_defender_role_reads_the_envs_format():
     from redteam_gym.envs.config import EnvConfig
     from redteam_gym.roles import ROLES, defender_chat, defender_thread
 
-    chat = ROLES["defender"].in_env(EnvConfig())
+    chat = ROLES["defender"].in_env(EnvConfig(defender_format="chat"))
     assert chat is ROLES["defender"] and chat.view is defender_chat and chat.thread is None
     config = EnvConfig(defender_format="completion", completion_speakers="A,B,C")
     thread = ROLES["defender"].in_env(config)
@@ -483,7 +483,13 @@ def test_a_completion_defender_needs_an_env_of_its_format(tiny_lm_dir):
         defender_min_new_tokens=1,
     )
     learner = PPO(config)
-    chat = gym.make_vec("SafeDialogue-v0", num_envs=2, judge="profanity", reward="safety=1")
+    chat = gym.make_vec(
+        "SafeDialogue-v0",
+        num_envs=2,
+        judge="profanity",
+        reward="safety=1",
+        defender_format="chat",
+    )
     with pytest.raises(ValueError, match="reads the conversation as a chat"):
         learner.env = chat
     # made from the config, the env reads the learner's format

@@ -89,7 +89,7 @@ def test_configured_stop_strings_replace_the_default_rule():
     assert fmt.cut(" one ### two") == "one"
     config = EnvConfig(defender_format="completion", defender_stop="\\n|###")
     assert config.thread_format().stop == ("\n", "###")
-    assert EnvConfig().thread_format() is None
+    assert EnvConfig(defender_format="chat").thread_format() is None
 
 
 @pytest.mark.parametrize(

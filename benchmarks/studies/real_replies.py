@@ -104,7 +104,7 @@ class ScriptedProvoker:
         return [self.generator.choice(PROVOCATIONS) for _ in observations]
 
 
-# (name, adversary, split, turns, temperature, rollouts): about 2,100 replies
+# (name, adversary, split, turns, temperature, rollouts): about 2,400 replies
 GENERATED_RUNS = (
     ("provoked-train-t1.0-1", "provoker", "train", 1, 1.0, 384),
     ("provoked-train-t0.7-3", "provoker", "train", 3, 0.7, 64),
@@ -117,6 +117,7 @@ GENERATED_RUNS = (
     ("provoked-train-t1.0-1b", "provoker", "train", 1, 1.0, 320),
     ("provoked-eval-t1.0-1b", "provoker", "eval", 1, 1.0, 160),
     ("provoked-train-t1.0-1c", "provoker", "train", 1, 1.0, 320),
+    ("provoked-train-t1.0-1d", "provoker", "train", 1, 1.0, 256),
 )
 
 

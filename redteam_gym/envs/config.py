@@ -53,7 +53,8 @@ class EnvConfig:
     """How the defender reads the conversation: 'completion' (a plain text thread with speaker
     tags that it continues, as base LMs are red-teamed; any causal LM, base or instruct) or
     'chat' (through its chat template: the hardened level, where the embedded defender never
-    failed in 64 zero-shot conversations)."""
+    failed in 64 zero-shot conversations). A defender object with a `format` attribute keeps
+    its own."""
     completion_template: str = "{speaker}: {content}\n"
     """The completion format's line per message: {speaker} and {content} once each."""
     completion_header: str = FORUM_HEADER

@@ -122,8 +122,10 @@ class DialogueEngine:
             dtype=c.dtype,
             thread=thread,
         )
-        # the conversation as the defender reads it: a chat, or a thread with the opener apart
-        self.defender_view = defender_view if thread is None else thread_view
+        # the conversation as the defender reads it: a chat, or a thread with the opener apart;
+        # a defender object that says its format (`ChatLM.format`) keeps its own
+        fmt = getattr(self.defender, "format", c.defender_format)
+        self.defender_view = thread_view if fmt == "completion" else defender_view
         self.judge = make_judge(c.judge, device=c.device, dtype=c.dtype)
         self._tokenizer = getattr(self.defender, "tokenizer", None)
         if self.reward.config.uses("likelihood") and not hasattr(self.defender, "log_likelihood"):
