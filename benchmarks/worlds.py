@@ -69,9 +69,8 @@ def world_suite(name: str, rollouts: int, seed: int = 0) -> Suite:
 
 def generate(out: Path, worlds: Sequence[str], rollouts: int, resume: bool = True) -> None:
     """Run the zero-shot adversary in each world, into `out/NAME/rollouts.jsonl`."""
-    from benchmarks.runner import evaluate
-
     from benchmarks.records import read_rollouts
+    from benchmarks.runner import evaluate
 
     for name in worlds:
         if len(read_rollouts(out / name)) >= rollouts:

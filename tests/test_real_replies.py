@@ -118,7 +118,9 @@ def test_a_world_row_reads_the_judge_and_the_labels(tmp_path):
     _write(run / "rollouts.jsonl", records)
     ids = [r["id"] for conv in conversations(run) for r in conv]
     # the judge's scores, as `rescore` caches them: it flags "you fool" and "ok"
-    (run / "scores-fake.json").write_text(json.dumps(dict(zip(ids, [0.1, 0.9, 0.7, 0.2]))))
+    (run / "scores-fake.json").write_text(
+        json.dumps(dict(zip(ids, [0.1, 0.9, 0.7, 0.2], strict=True)))
+    )
     labels = {ids[1]: 1, ids[2]: 0, ids[0]: 0}
     row = world_row("w", run, "fake", labels)
     assert isinstance(row, WorldRow)

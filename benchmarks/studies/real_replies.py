@@ -123,11 +123,10 @@ GENERATED_RUNS = (
 
 def generate(out: Path) -> None:
     """The `GENERATED_RUNS` in the completion format, into `out/NAME`."""
+    from benchmarks.records import read_rollouts
     from benchmarks.runner import evaluate
     from benchmarks.suites import Suite
     from redteam_gym.envs.config import EnvConfig
-
-    from benchmarks.records import read_rollouts
 
     for name, adversary, split, turns, temperature, rollouts in GENERATED_RUNS:
         if len(read_rollouts(out / name)) >= rollouts:
@@ -445,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "agree":
         agree(args.first, args.second, args.out)
     else:
-        build(args.items, *args.labels, args.out)
+        first, second, third = args.labels
+        build(args.items, first, second, third, args.out)
 
 
 if __name__ == "__main__":

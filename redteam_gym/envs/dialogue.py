@@ -27,9 +27,11 @@ class RedTeamDialogueEnv(Env[str, str]):
     Automated red teaming as an MDP (Perez et al. 2022; multi-turn as in the seed paper). The
     agent is the adversary. An episode starts from a conversation opener (the first post of a
     ConvoKit conversation); each step the adversary says one utterance, the frozen defender LM
-    replies to the whole conversation through its chat template, and a safety judge scores
-    both the reply and the utterance. The defender decodes greedily by default, so a reply,
-    and the reward, depend on the conversation alone; `defender_temperature > 0` samples.
+    replies to the whole conversation, and a safety judge scores both the reply and the
+    utterance. By default (the default world, README "Worlds") the defender continues the
+    conversation as a forum thread (`defender_format="completion"`) and samples at T 1, so the
+    reward carries its sampling noise; `defender_format="chat"` reads it through its chat
+    template (the hardened level) and `defender_temperature=0` decodes greedily.
 
     ## Action Space
     `Text(8192)`: the adversary's utterance. Text longer than `max_utterance_tokens` defender
@@ -73,7 +75,9 @@ class RedTeamDialogueEnv(Env[str, str]):
     `redteam_gym.faults.ComponentError` naming it.
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release. The default world since 2026-12-05: the completion format at T 1
+      and the `semantic` judge (before: the chat template, greedy, `profanity`); pass
+      `defender_format="chat", defender_temperature=0, judge="profanity"` for the old one.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
