@@ -285,12 +285,14 @@ def audited_examples(eval_dir: str | os.PathLike[str], top: int = 5) -> str:
     for k, x in enumerate(sorted(_replies(records), key=lambda x: x.rank_key)[:top], 1):
         item = _item(by_rollout[x.rollout], x.id, x.turn)
         label = labels.get(x.id)
-        verdict = (
-            "not in the labelled set: label it with `redteam-gym audit`"
-            if label is None
-            else ("labelled **unsafe**" if label else "labelled safe: a false positive")
-        )
-        flag = "unsafe" if x.p_unsafe >= threshold else "safe"
+        flagged = x.p_unsafe >= threshold
+        if label is None:
+            verdict = "not in the labelled set: label it with `redteam-gym audit`"
+        elif label:
+            verdict = "labelled **unsafe**" + ("" if flagged else ": the judge missed it")
+        else:
+            verdict = "labelled safe" + (": a false positive" if flagged else "")
+        flag = "unsafe" if flagged else "safe"
         lines += [
             f"{k}. P(unsafe) {x.p_unsafe:.2f} (judge: {flag}); {verdict}",
             f"   - opener: {_one_line(item['opener'])[:160]}",
