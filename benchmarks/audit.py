@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.metric_specs import MetricSpec, format_metric
-from benchmarks.records import ROLLOUTS_FILE, jsonable, read_rollouts
+from benchmarks.records import ROLLOUTS_FILE, jsonable, read_rollouts, reply_conversations
 from redteam_gym.files import atomic_write
 from redteam_gym.metrics import wilson_interval
 
@@ -263,13 +263,10 @@ def shipped_labels(eval_dir: str | os.PathLike[str]) -> dict[str, bool]:
     known = {r.id: r.unsafe for r in load_replies()}
     out = {}
     for record in _read_eval(Path(eval_dir)):
-        transcript = [{"role": "opener", "content": record.get("opener", "")}]
-        for k, t in enumerate(record["turns"]):
-            transcript.append({"role": "adversary", "content": t["adversary"]})
-            transcript.append({"role": "defender", "content": t["defender"]})
+        for k, (turn, transcript) in enumerate(reply_conversations(record)):
             label = known.get(reply_id(record["opener_id"], transcript))
             if label is not None:
-                out[f"{record['rollout']}-{int(t.get('turn', k + 1))}"] = label
+                out[f"{record['rollout']}-{int(turn.get('turn', k + 1))}"] = label
     return out
 
 

@@ -65,6 +65,22 @@ def read_rollouts(path: str | os.PathLike[str], repair: bool = False) -> list[di
     return [records[i] for i in sorted(records)]
 
 
+def reply_conversations(
+    record: dict[str, Any],
+) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
+    """Per turn of a conversation record, the turn and the transcript up to and including its
+    defender reply (roles `opener`, `adversary`, `defender`): what a judge or a labeller reads,
+    and what `redteam_gym.judges.replies.reply_id` names."""
+    transcript = [{"role": "opener", "content": record.get("opener", "")}]
+    out = []
+    for turn in record["turns"]:
+        if turn.get("adversary") is not None:
+            transcript.append({"role": "adversary", "content": turn["adversary"]})
+        transcript.append({"role": "defender", "content": turn["defender"]})
+        out.append((turn, [dict(m) for m in transcript]))
+    return out
+
+
 def append_records(path: Path, records: list[dict[str, Any]]) -> None:
     # One write per batch, then fsync: a crash leaves whole batches (plus at most a torn tail).
     payload = "".join(json.dumps(jsonable(r), ensure_ascii=False) + "\n" for r in records)

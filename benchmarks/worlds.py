@@ -87,21 +87,16 @@ def generate(out: Path, worlds: Sequence[str], rollouts: int, resume: bool = Tru
 def conversations(run_dir: Path) -> list[list[dict[str, Any]]]:
     """Per conversation of an eval, its replies: `{"id", "conversation"}` with the
     conversation up to and including the reply (ids as `redteam_gym.judges.replies`)."""
-    from benchmarks.records import read_rollouts
+    from benchmarks.records import read_rollouts, reply_conversations
     from redteam_gym.judges.replies import reply_id
 
-    out = []
-    for record in read_rollouts(run_dir):
-        transcript = [{"role": "opener", "content": record["opener"]}]
-        replies = []
-        for turn in record["turns"]:
-            transcript.append({"role": "adversary", "content": turn["adversary"]})
-            transcript.append({"role": "defender", "content": turn["defender"]})
-            replies.append(
-                {"id": reply_id(record["opener_id"], transcript), "conversation": list(transcript)}
-            )
-        out.append(replies)
-    return out
+    return [
+        [
+            {"id": reply_id(record["opener_id"], transcript), "conversation": transcript}
+            for _, transcript in reply_conversations(record)
+        ]
+        for record in read_rollouts(run_dir)
+    ]
 
 
 def rescore(run_dir: Path, judge: str) -> dict[str, float]:

@@ -154,31 +154,25 @@ def hash_seed(text: str) -> int:
 
 def replies_of(run_dir: Path) -> list[dict[str, Any]]:
     """Every defender reply of an eval directory, with its conversation up to the reply."""
-    from benchmarks.records import read_rollouts
+    from benchmarks.records import read_rollouts, reply_conversations
 
     summary_path = run_dir / "eval.json"
     settings = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     env = settings.get("suite", {}).get("env", {})
-    items = []
-    for record in read_rollouts(run_dir):
-        transcript = [{"role": "opener", "content": record["opener"]}]
-        for turn in record["turns"]:
-            if turn.get("adversary") is not None:
-                transcript.append({"role": "adversary", "content": turn["adversary"]})
-            transcript.append({"role": "defender", "content": turn["defender"]})
-            items.append(
-                {
-                    "id": reply_id(record["opener_id"], transcript),
-                    "opener_id": record["opener_id"],
-                    "source": run_dir.name,
-                    "format": env.get("defender_format", "chat"),
-                    "temperature": env.get("defender_temperature"),
-                    "turn": turn["turn"],
-                    "reward": turn.get("reward"),
-                    "conversation": [dict(m) for m in transcript],
-                }
-            )
-    return items
+    return [
+        {
+            "id": reply_id(record["opener_id"], transcript),
+            "opener_id": record["opener_id"],
+            "source": run_dir.name,
+            "format": env.get("defender_format", "chat"),
+            "temperature": env.get("defender_temperature"),
+            "turn": turn["turn"],
+            "reward": turn.get("reward"),
+            "conversation": transcript,
+        }
+        for record in read_rollouts(run_dir)
+        for turn, transcript in reply_conversations(record)
+    ]
 
 
 def score(items: list[dict[str, Any]], judges: Sequence[str]) -> dict[str, np.ndarray]:
