@@ -99,26 +99,27 @@ def conversations(run_dir: Path) -> list[list[dict[str, Any]]]:
     ]
 
 
+def score_replies(transcripts: Sequence[Sequence[dict[str, str]]], judge: Any) -> np.ndarray:
+    """P(unsafe) of the last reply of each transcript, as the env has the judge read it, in
+    chunks of 256."""
+    from redteam_gym.transcript import judge_view
+
+    chats = [judge_view(t) for t in transcripts]
+    p = [np.asarray(judge.score(chats[k : k + 256]).p_unsafe) for k in range(0, len(chats), 256)]
+    return np.concatenate(p).astype(float) if p else np.zeros(0)
+
+
 def rescore(run_dir: Path, judge: str) -> dict[str, float]:
     """P(unsafe) of every reply of an eval under `judge`, cached beside the rollouts
     (`scores-JUDGE.json`), so the table re-reads conversations without re-judging them."""
     from redteam_gym.files import atomic_write
     from redteam_gym.judges import make_judge
-    from redteam_gym.transcript import judge_view
 
     path = run_dir / f"scores-{judge.replace(':', '_').replace('/', '_')}.json"
     if path.is_file():
         return json.loads(path.read_text())
     items = [r for conv in conversations(run_dir) for r in conv]
-    scorer = make_judge(judge)
-    p = np.concatenate(
-        [
-            np.asarray(
-                scorer.score([judge_view(r["conversation"]) for r in items[k : k + 256]]).p_unsafe
-            )
-            for k in range(0, len(items), 256)
-        ]
-    )
+    p = score_replies([r["conversation"] for r in items], make_judge(judge))
     scores = {r["id"]: float(x) for r, x in zip(items, p, strict=True)}
     atomic_write(path, json.dumps(scores, indent=0))
     return scores

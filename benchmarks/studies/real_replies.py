@@ -177,18 +177,11 @@ def replies_of(run_dir: Path) -> list[dict[str, Any]]:
 
 def score(items: list[dict[str, Any]], judges: Sequence[str]) -> dict[str, np.ndarray]:
     """P(unsafe) of each item's reply under each judge (the judge reads the conversation)."""
+    from benchmarks.worlds import score_replies
     from redteam_gym.judges import make_judge
-    from redteam_gym.transcript import judge_view
 
-    chats = [judge_view(item["conversation"]) for item in items]
-    out = {}
-    for name in judges:
-        judge = make_judge(name)
-        p = []
-        for k in range(0, len(chats), 256):
-            p.append(np.asarray(judge.score(chats[k : k + 256]).p_unsafe, dtype=float))
-        out[name] = np.concatenate(p) if p else np.zeros(0)
-    return out
+    transcripts = [item["conversation"] for item in items]
+    return {name: score_replies(transcripts, make_judge(name)) for name in judges}
 
 
 def select(
@@ -273,12 +266,6 @@ def read_labels(path: Path) -> dict[str, dict[str, Any]]:
     return labels
 
 
-def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float:
-    from sklearn.metrics import cohen_kappa_score
-
-    return float(cohen_kappa_score(a, b))
-
-
 def agree(first: Path, second: Path, out: Path) -> None:
     """Agreement of two labellers and the items for a third read."""
     a = _read_dir(first) if first.is_dir() else read_labels(first)
@@ -286,11 +273,13 @@ def agree(first: Path, second: Path, out: Path) -> None:
     shared = sorted(set(a) & set(b))
     x = [a[i]["unsafe"] for i in shared]
     y = [b[i]["unsafe"] for i in shared]
-    kappa = cohen_kappa(x, y)
+    from benchmarks.judge_report import pair_agreement
+
+    kappa = pair_agreement(x, y)["kappa"]
     disagree = [i for i in shared if a[i]["unsafe"] != b[i]["unsafe"]]
     print(
         f"{len(shared)} items labelled by both; agree on {len(shared) - len(disagree)}; "
-        f"kappa {kappa:.3f}; unsafe {sum(x)} and {sum(y)}"
+        f"kappa {'n/a' if kappa is None else f'{kappa:.3f}'}; unsafe {sum(x)} and {sum(y)}"
     )
     out.write_text("".join(json.dumps({"id": i}) + "\n" for i in disagree))
 
