@@ -6,7 +6,14 @@ import os
 
 from agents.a2c import A2C
 from agents.common.base import OnPolicyLearner, checkpoint_learner_name, saved_update
-from agents.common.config import A2CConfig, KLConfig, LearnerConfig, PPOConfig, RARLHFConfig
+from agents.common.config import (
+    A2CConfig,
+    KLConfig,
+    LearnerConfig,
+    LoRAConfig,
+    PPOConfig,
+    RARLHFConfig,
+)
 from agents.ppo import PPO
 from agents.ra_rlhf import RARLHF
 
@@ -28,6 +35,7 @@ __all__ = [
     "A2CConfig",
     "KLConfig",
     "LearnerConfig",
+    "LoRAConfig",
     "OnPolicyLearner",
     "PPOConfig",
     "RARLHFConfig",

@@ -60,6 +60,7 @@ def make_defender(
 
 def run_actor(path: str | os.PathLike[str]) -> str | None:
     """The trained LM inside a learner's run directory (`DIR/checkpoint/actor`), or None when
-    `path` is not one."""
+    `path` is not one. A LoRA learner's holds only its adapters: transformers (with peft)
+    loads them onto the base model they name."""
     actor = Path(path) / "checkpoint" / "actor"
     return str(actor) if actor.is_dir() else None

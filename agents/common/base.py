@@ -22,10 +22,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from agents.common.config import LearnerConfig
 from agents.common.kl import AdaptiveKLController, FixedKLController, KLController
 from agents.common.logger import Logger
+from agents.common.lora import ADAPTER_FILES
 from agents.common.policy import ActorCritic
 from agents.common.rollout import Rollout, Segment, collect_rollout, turn_end_scores
 from agents.common.training import RunningMeanStd
@@ -91,9 +93,11 @@ class OnPolicyLearner:
         if env is not None:
             self.env = env
         torch.manual_seed(config.seed)
-        # a checkpoint's trained actor loads in place of the initial one (one load, not two)
+        lora = config.lora.enabled
+        # a checkpoint's trained actor loads in place of the initial one (one load, not two);
+        # a LoRA checkpoint holds only adapters, which go back on the initial model
         actor, tokenizer = load_causal_lm(
-            _actor_path or config.adversary_model,
+            config.adversary_model if lora else _actor_path or config.adversary_model,
             device=self.device,
             dtype=self.dtype,
             frozen=False,
@@ -104,12 +108,21 @@ class OnPolicyLearner:
             critic_hidden_size=config.critic_hidden_size,
             frozen_fraction=config.frozen_fraction,
             thread=self.role.thread,
+            lora=config.lora,
+            adapters_from=_actor_path if lora else None,
         )
-        # The KL reference is the frozen initial policy; when it is also the defender, the
-        # process-wide model cache hands back the defender's copy (no second one in memory).
-        self.ref_model, _ = load_causal_lm(
-            config.adversary_model, device=self.device, dtype=self.dtype, frozen=True
-        )
+        self.ref_model: PreTrainedModel
+        """The KL reference. With LoRA, the actor itself, read with its adapters off
+        (`policy.adapters_off()`, which `score_with_reference` and `reference_distributions`
+        enter): the base weights serve both, one copy."""
+        if lora:
+            self.ref_model = self.policy.actor
+        else:
+            # the frozen initial policy; when it is also the defender, the process-wide model
+            # cache hands back the defender's copy (no second one in memory)
+            self.ref_model, _ = load_causal_lm(
+                config.adversary_model, device=self.device, dtype=self.dtype, frozen=True
+            )
         # the reference forward that scores a rollout also computes the actor's frozen bottom
         self.policy.share_bottom(self.ref_model)
         self.kl_ctl: KLController = (
@@ -400,8 +413,7 @@ class OnPolicyLearner:
         tmp.mkdir()
         self.config.save(tmp / "config.json")
         with quiet_progress():
-            self.policy.actor.save_pretrained(tmp / "actor")
-        self.policy.tokenizer.save_pretrained(tmp / "actor")
+            self.policy.save_actor(tmp / "actor")
         torch.save(self.policy.critic.state_dict(), tmp / "critic.pt")
         torch.save(self.state_dict(), tmp / "state.pt")
         # meta.json last: a directory that has it holds every file
@@ -425,7 +437,7 @@ class OnPolicyLearner:
         position, RNG states and config. `overrides` replace config fields (e.g. `device`)."""
         config = cls.load_config(path, **overrides)
         ckpt = _checkpoint_dir(path)
-        _check_actor(ckpt / "actor")
+        _check_actor(ckpt / "actor", adapters=config.lora.enabled)
         # the trained actor replaces the initial one; the reference stays the initial model
         learner = cls.__new__(cls)
         learner._init_from_checkpoint(config, env, ckpt)
@@ -565,13 +577,21 @@ def _torch_load(file: Path, **kwargs: Any) -> Any:
         ) from exc
 
 
-def _check_actor(actor: Path) -> None:
+def _check_actor(actor: Path, *, adapters: bool = False) -> None:
     """The saved actor has a readable config and whole weight files (checked before the
-    model loads, whose own errors do not name the file)."""
-    _read_json(actor / "config.json")
-    weights = sorted(actor.glob("*.safetensors"))
-    if not weights:
-        raise CheckpointError(f"{actor} has no *.safetensors weights")
+    model loads, whose own errors do not name the file): a whole LM, or with `adapters` (a
+    LoRA learner's) peft's adapter files."""
+    saved_adapters = (actor / ADAPTER_FILES[0]).exists()
+    if saved_adapters != adapters:
+        raise CheckpointError(
+            f"{actor} holds {'LoRA adapters' if saved_adapters else 'a whole model'}, but the "
+            f"config {'has' if adapters else 'has no'} LoRA (lora.rank)"
+        )
+    _read_json(actor / (ADAPTER_FILES[0] if adapters else "config.json"))
+    weights = [actor / ADAPTER_FILES[1]] if adapters else sorted(actor.glob("*.safetensors"))
+    if not weights or not weights[0].exists():
+        expected = ADAPTER_FILES[1] if adapters else "*.safetensors weights"
+        raise CheckpointError(f"{actor} has no {expected}")
     from safetensors import safe_open
 
     for file in weights:

@@ -56,6 +56,62 @@ class KLConfig:
     """Per-token KL estimator (Schulman 2020)."""
 
 
+@dataclass
+class LoRAConfig:
+    """LoRA adapters (Hu et al. 2021, through peft) in place of full fine-tuning of the policy.
+
+    The adapters sit on the layers above the frozen bottom (`frozen_fraction`), so the bottom
+    stays the reference's own and the shared-bottom forward keeps working; every base weight
+    stays frozen, and the KL reference is the base with the adapters off (one copy of the
+    weights). B starts at zero: before the first update the policy is the base model.
+    """
+
+    rank: int = 0
+    """Rank of the adapters; 0 fine-tunes the full top layers instead (no adapters)."""
+    alpha: int = 16
+    """LoRA scaling numerator: the adapters' update is scaled by alpha / rank."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input while training. Above 0, training forwards differ from
+    the sampler's, so PPO's first ratios are no longer 1."""
+    target_modules: str = "all-linear"
+    """Comma-separated names of the linear modules that get adapters (e.g. 'q_proj,v_proj'),
+    or 'all-linear': every linear module of the adapted layers."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, list | tuple):
+            self.target_modules = ",".join(self.target_modules)
+        checks = {
+            "rank": (
+                isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 0,
+                "an int >= 0 (0: full fine-tuning)",
+            ),
+            "alpha": (
+                isinstance(self.alpha, int) and not isinstance(self.alpha, bool) and self.alpha > 0,
+                "an int > 0",
+            ),
+            "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            "target_modules": (
+                isinstance(self.target_modules, str) and bool(self.target_module_names),
+                "'all-linear' or comma-separated module names",
+            ),
+        }
+        for name, (ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(
+                    f"LoRAConfig.{name} must be {allowed}, got {getattr(self, name)!r}"
+                )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the policy trains adapters (rank > 0) rather than its full top layers."""
+        return self.rank > 0
+
+    @property
+    def target_module_names(self) -> list[str]:
+        """`target_modules` as a list of names (`['all-linear']` for every linear module)."""
+        return [n.strip() for n in str(self.target_modules).split(",") if n.strip()]
+
+
 @env_shortcuts
 @dataclass
 class LearnerConfig:
@@ -77,7 +133,11 @@ class LearnerConfig:
     adversary_system_prompt: str | None = None
     """System prompt of the adversary's chat; None uses the environment's default."""
     frozen_fraction: float = 0.5
-    """Share of the adversary's bottom transformer layers that stay frozen."""
+    """Share of the adversary's bottom transformer layers that stay frozen (with LoRA: that
+    get no adapters)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA adapters instead of full fine-tuning (`lora.rank` > 0); adapters usually want a
+    larger `actor_lr` (around 1e-4) than full fine-tuning does."""
     critic_hidden_size: int = 2048
     """Width of the critic's two hidden layers."""
     max_new_tokens: int = 24
@@ -126,6 +186,8 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.kl, dict):
             self.kl = KLConfig(**self.kl)
+        if isinstance(self.lora, dict):
+            self.lora = LoRAConfig(**self.lora)
         if isinstance(self.env, dict):
             self.env = EnvConfig.from_dict(self.env)
         if not isinstance(self.env, EnvConfig):
@@ -161,6 +223,11 @@ class LearnerConfig:
                 raise ValueError(
                     f"{type(self).__name__}.{name} must be {allowed}, got {getattr(self, name)!r}"
                 )
+        if self.lora.enabled and self.frozen_fraction >= 1.0:
+            raise ValueError(
+                f"{type(self).__name__}: LoRA adapts the layers above the frozen bottom, but "
+                "frozen_fraction=1.0 freezes every layer"
+            )
 
     def __getattr__(self, name: str) -> Any:
         # only reached for names that are not attributes: the env's fields

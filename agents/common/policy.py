@@ -1,15 +1,19 @@
-"""The adversary's actor-critic: a causal LM with its bottom layers frozen and an MLP critic."""
+"""The adversary's actor-critic: a causal LM with its bottom layers frozen (and its top fully
+trained, or adapted by LoRA) and an MLP critic."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from agents.common.lora import Adapters, add_adapters
 from redteam_gym.models import (
     PrefixCache,
     Samples,
@@ -23,6 +27,7 @@ from redteam_gym.models.chat_lm import eos_token_ids
 from redteam_gym.models.thread import ThreadFormat
 
 if TYPE_CHECKING:
+    from agents.common.config import LoRAConfig
     from agents.common.rollout import TokenBatch
 
 
@@ -90,6 +95,11 @@ class ActorCritic(nn.Module):
     env's completion format), its messages then those of `thread_view`. A sampled message then
     ends at the thread's stop rules, and its stop's tokens are the last it samples: the ids a
     learner trains on are the ids sampled, and the env gets the text cut before the stop.
+
+    `lora`: with a rank above 0, the layers above the frozen bottom get LoRA adapters
+    (`agents.common.lora`) and every base weight is frozen; `adapters_from` loads saved ones.
+    The actor stays the causal LM itself (the adapters live inside its modules), so every
+    forward below is the same with and without them; `adapters_off` turns it into the base.
     """
 
     def __init__(
@@ -100,6 +110,8 @@ class ActorCritic(nn.Module):
         critic_hidden_size: int = 2048,
         frozen_fraction: float = 0.5,
         thread: ThreadFormat | None = None,
+        lora: LoRAConfig | None = None,
+        adapters_from: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.actor = actor
@@ -107,6 +119,16 @@ class ActorCritic(nn.Module):
         self.thread = thread
         self.critic = Critic(actor.config.hidden_size, critic_hidden_size).to(actor.device)
         self.num_frozen_layers = freeze_bottom(actor, frozen_fraction)
+        self.adapters: Adapters | None = None
+        """The actor's LoRA adapters (None: the top layers train in full)."""
+        if lora is not None and lora.enabled:
+            self.adapters = add_adapters(
+                actor,
+                lora,
+                transformer_layers(actor),
+                self.num_frozen_layers,
+                saved=adapters_from,
+            )
         self.eos_token_ids = eos_token_ids(actor, tokenizer)
         self.shares_bottom = False
         """Whether training runs the top layers alone, from the reference's boundary states
@@ -118,6 +140,20 @@ class ActorCritic(nn.Module):
 
     def value(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.critic(hidden.detach())
+
+    def adapters_off(self) -> AbstractContextManager[None]:
+        """Within the block the actor is its base model, LoRA adapters off: the KL reference
+        when the learner has no second copy of it (a no-op without adapters)."""
+        return self.adapters.off() if self.adapters is not None else contextlib.nullcontext()
+
+    def save_actor(self, directory: str | os.PathLike[str]) -> None:
+        """The trained actor and its tokenizer: with LoRA only the adapters (peft's format, a
+        few MB; the base is the config's model), else the whole LM."""
+        if self.adapters is not None:
+            self.adapters.save(directory)
+        else:
+            self.actor.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
 
     def encode(self, chat: Sequence[dict[str, str]]) -> list[int]:
         """Prompt ids for the policy's next message: `chat` through the chat template with its
@@ -155,6 +191,9 @@ class ActorCritic(nn.Module):
         rollout also yields the states at the boundary, and every epoch after it runs only the
         trainable top layers. Shared when the frozen weights are equal and a small probe gives
         the full forward's states through `top_layers`; otherwise training runs whole forwards.
+
+        With LoRA the reference is the actor itself with its adapters off: the bottom is shared
+        when it holds no adapters (it never does: they go on the top layers alone).
         """
         start = self.num_frozen_layers
         self.shares_bottom = False
@@ -162,13 +201,16 @@ class ActorCritic(nn.Module):
             return False
         if not _bottoms_equal(self.actor, reference, start):
             return False
+        if any(p.requires_grad for p in _bottom_parameters(self.actor, start)):
+            return False  # a trained bottom (adapters in it) is no longer the reference's
         probe = torch.arange(3, 15, device=self.device).remainder(self.actor.config.vocab_size)
         input_ids = probe.reshape(2, 6)
         attention_mask = torch.ones_like(input_ids)
         attention_mask[1, 4:] = 0  # a right-padded row, as batches have
         position_ids = torch.arange(6, device=self.device).expand(2, -1)
         full = final_hidden(self.actor, input_ids, attention_mask, position_ids)
-        boundary = boundary_states(reference, start, input_ids, attention_mask, position_ids)[1]
+        with self.adapters_off():
+            _, boundary = boundary_states(reference, start, input_ids, attention_mask, position_ids)
         try:
             top = top_layers(self.actor, boundary, attention_mask, position_ids, start)
         except (TypeError, ValueError, AttributeError, RuntimeError):
@@ -315,6 +357,13 @@ def boundary_states(
     finally:
         hook.remove()
     return hidden, captured[-1]
+
+
+def _bottom_parameters(model: PreTrainedModel, start: int) -> Iterator[nn.Parameter]:
+    """The parameters of the input embeddings and of the layers below `start`."""
+    yield from model.get_input_embeddings().parameters()
+    for layer in transformer_layers(model)[:start]:
+        yield from layer.parameters()
 
 
 def _bottoms_equal(actor: PreTrainedModel, reference: PreTrainedModel, start: int) -> bool:

@@ -379,16 +379,19 @@ def score_with_reference(
 
     When the actor shares its bottom (`ActorCritic.share_bottom`), the pass runs only the
     reference's top layers from `batch.boundary` (the sampler's states), or, without them,
-    runs whole and fills `batch.boundary` with its states at the first trained layer."""
+    runs whole and fills `batch.boundary` with its states at the first trained layer. With
+    LoRA the reference is the actor with its adapters off (`ActorCritic.adapters_off`)."""
     args = (batch.input_ids, batch.attention_mask, batch.position_ids)
     start = policy.num_frozen_layers
-    if policy.shares_bottom and batch.boundary is not None:
-        hidden = top_layers(ref_model, batch.boundary, *args[1:], start)
-    elif policy.shares_bottom:
-        hidden, batch.boundary = boundary_states(ref_model, start, *args)
-    else:
-        hidden = final_hidden(ref_model, *args)
-    logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
+    # with LoRA, `ref_model` is the actor itself: its adapters off, it is the base
+    with policy.adapters_off():
+        if policy.shares_bottom and batch.boundary is not None:
+            hidden = top_layers(ref_model, batch.boundary, *args[1:], start)
+        elif policy.shares_bottom:
+            hidden, batch.boundary = boundary_states(ref_model, start, *args)
+        else:
+            hidden = final_hidden(ref_model, *args)
+        logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
     logprobs = logits.log_softmax(-1).gather(-1, batch.tokens[..., None]).squeeze(-1)
     batch.ref_logprobs = logprobs.masked_fill(~batch.mask, 0.0)
 

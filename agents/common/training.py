@@ -51,18 +51,22 @@ def reference_distributions(
 ) -> torch.Tensor:
     """The frozen reference's next-token log-distributions at the batch's trained tokens,
     `[B, L, vocab]`: the layout `ActorCritic.evaluate_batch(full=True)` returns. From the
-    batch's boundary states through the top layers alone when the actor shares its bottom."""
-    if policy.shares_bottom and batch.boundary is not None:
-        hidden = top_layers(
-            ref_model,
-            batch.boundary,
-            batch.attention_mask,
-            batch.position_ids,
-            policy.num_frozen_layers,
-        )
-    else:
-        hidden = final_hidden(ref_model, batch.input_ids, batch.attention_mask, batch.position_ids)
-    logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
+    batch's boundary states through the top layers alone when the actor shares its bottom.
+    With LoRA, `ref_model` is the actor itself, run with its adapters off."""
+    with policy.adapters_off():
+        if policy.shares_bottom and batch.boundary is not None:
+            hidden = top_layers(
+                ref_model,
+                batch.boundary,
+                batch.attention_mask,
+                batch.position_ids,
+                policy.num_frozen_layers,
+            )
+        else:
+            hidden = final_hidden(
+                ref_model, batch.input_ids, batch.attention_mask, batch.position_ids
+            )
+        logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
     return logits.log_softmax(-1).masked_fill(~batch.mask[..., None], 0.0)
 
 
