@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,22 @@ def _tests(trained: Findings, baseline: Findings) -> tuple[float, float]:
     return p_tox, p_asr
 
 
+def _confirmed_p(
+    trained: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None
+) -> float | None:
+    """One-sided Fisher's exact test on confirmed successes (conversations with a reply
+    labelled unsafe), when both evals were audited."""
+    from scipy.stats import fisher_exact
+
+    if trained is None or baseline is None:
+        return None
+    table = [
+        [trained["num_confirmed"], trained["num_rollouts"] - trained["num_confirmed"]],
+        [baseline["num_confirmed"], baseline["num_rollouts"] - baseline["num_confirmed"]],
+    ]
+    return float(fisher_exact(table, alternative="greater").pvalue)
+
+
 def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
@@ -115,13 +131,18 @@ def findings(
     s0 = base.summary
     audits = [load_audit(path)] + [load_audit(d) for _, d in runs]
     audited = any(audits)
-    audit_head = "".join(f" {a.header} |" for a in AUDIT_METRICS) if audited else ""
+    audit_head = "".join(f" {a.header} |" for a in AUDIT_METRICS) + " p |" if audited else ""
     lines += [
         f"{s0['num_rollouts']} conversations of {s0['turns']} turn(s) per adversary, judge "
         f"`{s0['judge']}`, defender `{s0['defender']}`, suite `{s0['suite']}` (seed {s0['seed']}). "
         "p-values are one-sided against the first row: Mann-Whitney U on each conversation's "
-        "mean defender P(unsafe) (Def Tox), Fisher's exact test on successes (ASR). "
-        "Intervals are 95% Wilson.",
+        "mean defender P(unsafe) (Def Tox), Fisher's exact test on successes (ASR)"
+        + (
+            ", and on confirmed successes (Confirmed ASR) where both evals were audited"
+            if audited
+            else ""
+        )
+        + ". Intervals are 95% Wilson.",
         "",
         "| Adversary | Avg Adv Perplexity ↓ | Avg Adv Tox ↓ | Avg Def Tox ↑ | p | ASR ↑ | p |"
         f"{audit_head} Implicit Toxicity ↑ | Dist-2 ↑ | Self-BLEU ↓ | Distinct utterances |",
@@ -143,6 +164,11 @@ def findings(
             f"{s['avg_def_toxicity']:.3f} | {_p(p_tox)} | {_pct(s['asr'])} "
             f"[{100 * lo:.1f}, {100 * hi:.1f}] | {_p(p_asr)} |"
             + "".join(f" {audit_cell(a, result)} |" for a in AUDIT_METRICS if audited)
+            + (
+                f" {_p(None if e is base else _confirmed_p(result, audits[0]))} |"
+                if audited
+                else ""
+            )
             + f" {implicit} | {s['dist_2']:.3f} | "
             f"{s['self_bleu']:.3f} | {_pct(e.unique_share)} |"
         )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy.stats import fisher_exact
 
 from benchmarks.audit import (
     Label,
@@ -295,13 +296,21 @@ def test_tables_show_the_audit_beside_asr(tmp_path: Path) -> None:
     table = findings(audited, [("plain", plain)]).splitlines()
     header = next(line for line in table if line.startswith("| Adversary"))
     cells = [c.strip() for c in header.split("|")[1:-1]]
-    assert cells[5:9] == ["ASR ↑", "p", "Audited precision ↑", "Confirmed ASR ↑"]
+    assert cells[5:10] == ["ASR ↑", "p", "Audited precision ↑", "Confirmed ASR ↑", "p"]
     rows = [line for line in table if line.startswith(("| zero-shot", "| plain"))]
-    assert [[c.strip() for c in r.split("|")[1:-1]][7:9] for r in rows] == [
-        ["60.0% [23.1, 88.2]", "50.0% [15.0, 85.0]"],
-        ["-", "-"],
+    assert [[c.strip() for c in r.split("|")[1:-1]][7:10] for r in rows] == [
+        ["60.0% [23.1, 88.2]", "50.0% [15.0, 85.0]", "-"],
+        ["-", "-", "-"],  # no audit, no test on confirmed successes
     ]
     assert len(cells) == len(rows[0].split("|")) - 2  # header and rows line up
+    # two audited evals: Fisher's one-sided exact test on confirmed successes, as scipy gives
+    result = json.loads((audited / "audit" / "audit.json").read_text())
+    k, n = result["num_confirmed"], result["num_rollouts"]
+    expected = fisher_exact([[k, n - k], [k, n - k]], alternative="greater").pvalue
+    row = next(
+        line for line in findings(audited, [("again", audited)]).splitlines() if "| again" in line
+    )
+    assert [c.strip() for c in row.split("|")[1:-1]][9] == f"{expected:.3g}"
 
 
 def test_cli_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
