@@ -372,18 +372,18 @@ def _stack_bottoms(
 
 
 @torch.no_grad()
-def score_with_reference(
+def reference_logits(
     batch: TokenBatch, ref_model, policy: ActorCritic, *, temperature: float
-) -> None:
-    """Fill `batch.ref_logprobs` from one reference pass over every dialogue.
+) -> torch.Tensor:
+    """The frozen reference's next-token logits at the batch's trained tokens, `[B, L, vocab]`.
 
     When the actor shares its bottom (`ActorCritic.share_bottom`), the pass runs only the
     reference's top layers from `batch.boundary` (the sampler's states), or, without them,
     runs whole and fills `batch.boundary` with its states at the first trained layer. With
-    LoRA the reference is the actor with its adapters off (`ActorCritic.adapters_off`)."""
+    LoRA, `ref_model` is the actor itself, run with its adapters off
+    (`ActorCritic.adapters_off`)."""
     args = (batch.input_ids, batch.attention_mask, batch.position_ids)
     start = policy.num_frozen_layers
-    # with LoRA, `ref_model` is the actor itself: its adapters off, it is the base
     with policy.adapters_off():
         if policy.shares_bottom and batch.boundary is not None:
             hidden = top_layers(ref_model, batch.boundary, *args[1:], start)
@@ -391,7 +391,15 @@ def score_with_reference(
             hidden, batch.boundary = boundary_states(ref_model, start, *args)
         else:
             hidden = final_hidden(ref_model, *args)
-        logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
+        return token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
+
+
+def score_with_reference(
+    batch: TokenBatch, ref_model, policy: ActorCritic, *, temperature: float
+) -> None:
+    """Fill `batch.ref_logprobs` from one reference pass over every dialogue
+    (`reference_logits`)."""
+    logits = reference_logits(batch, ref_model, policy, temperature=temperature)
     logprobs = logits.log_softmax(-1).gather(-1, batch.tokens[..., None]).squeeze(-1)
     batch.ref_logprobs = logprobs.masked_fill(~batch.mask, 0.0)
 

@@ -9,14 +9,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from agents.common.policy import (
-    ActorCritic,
-    final_hidden,
-    states_before,
-    token_logits,
-    top_layers,
-)
-from agents.common.rollout import TokenBatch
+from agents.common.policy import ActorCritic
+from agents.common.rollout import TokenBatch, reference_logits
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -45,28 +39,13 @@ def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x, torch.zeros_like(x)).sum()
 
 
-@torch.no_grad()
 def reference_distributions(
     ref_model: PreTrainedModel, policy: ActorCritic, batch: TokenBatch, *, temperature: float
 ) -> torch.Tensor:
     """The frozen reference's next-token log-distributions at the batch's trained tokens,
-    `[B, L, vocab]`: the layout `ActorCritic.evaluate_batch(full=True)` returns. From the
-    batch's boundary states through the top layers alone when the actor shares its bottom.
-    With LoRA, `ref_model` is the actor itself, run with its adapters off."""
-    with policy.adapters_off():
-        if policy.shares_bottom and batch.boundary is not None:
-            hidden = top_layers(
-                ref_model,
-                batch.boundary,
-                batch.attention_mask,
-                batch.position_ids,
-                policy.num_frozen_layers,
-            )
-        else:
-            hidden = final_hidden(
-                ref_model, batch.input_ids, batch.attention_mask, batch.position_ids
-            )
-        logits = token_logits(ref_model, states_before(hidden, batch.positions)) / temperature
+    `[B, L, vocab]`: the layout `ActorCritic.evaluate_batch(full=True)` returns
+    (`reference_logits`: the top layers alone when the actor shares its bottom)."""
+    logits = reference_logits(batch, ref_model, policy, temperature=temperature)
     return logits.log_softmax(-1).masked_fill(~batch.mask[..., None], 0.0)
 
 

@@ -47,6 +47,7 @@ from redteam_gym.judges.semantic import (
     _pool,
     _run_layers,
     choose_threshold,
+    fit_top,
     validation_fold,
 )
 
@@ -117,36 +118,7 @@ def semantic_with_context(
                 ]
             )
         top, head = layers[frozen:], nn.Linear(encoder.config.hidden_size, 1 + len(CATEGORIES))
-        optimizer = torch.optim.AdamW(
-            [*top.parameters(), *head.parameters()],
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-        )
-        weights = torch.tensor([1.0] + [config.category_weight] * len(CATEGORIES))
-        order, lengths = torch.Generator().manual_seed(config.seed), mask.sum(-1)
-        top.train()
-        for _ in range(config.epochs):
-            perm = torch.randperm(len(texts), generator=order)
-            batches = list(torch.split(perm[torch.argsort(lengths[perm], stable=True)], 32))
-            for b in torch.randperm(len(batches), generator=order).tolist():
-                idx = batches[b]
-                width = int(mask[idx].sum(-1).max())
-                hidden = _run_layers(top, bottom[idx, :width], mask[idx, :width])
-                logits = head(_pool(hidden, first[idx, :width]))
-                losses = nn.functional.binary_cross_entropy_with_logits(
-                    logits, labels[idx], reduction="none"
-                )
-                y, r = labels[idx, 0], real[idx]
-                item = torch.where(
-                    r > 0,
-                    config.real_weight * (1.0 + (config.real_unsafe_weight - 1.0) * y),
-                    1.0 + (config.unsafe_weight - 1.0) * y,
-                )
-                loss = ((losses * weights).sum(-1) * item).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        top.eval()
+        fit_top(top, head, bottom, mask, first, labels, real, config, log=lambda _: None)
         out = []
         with torch.no_grad():
             for replies in score:

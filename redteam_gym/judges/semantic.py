@@ -245,6 +245,63 @@ class SemanticJudge:
         return f"SemanticJudge(device={str(self.device)!r})"
 
 
+def fit_top(
+    top: nn.ModuleList,
+    head: nn.Linear,
+    bottom: torch.Tensor,
+    mask: torch.Tensor,
+    pool_mask: torch.Tensor,
+    labels: torch.Tensor,
+    real: torch.Tensor,
+    config: SemanticTrainConfig,
+    log: Any = print,
+) -> None:
+    """Train `top` (the trainable layers) and `head` on the frozen layers' cached states.
+
+    `bottom` `[N, T, H]` and `mask` `[N, T]` are every text's cached states and padding mask
+    (padding on the right); the head reads the mean of the states under `pool_mask`. `labels`
+    `[N, 1 + C]` are unsafe then the categories, and `real` marks the real defender replies,
+    weighted by `config.real_weight` (see `SemanticTrainConfig`)."""
+    params = [*top.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # the category loss counts every category of every item (0 for safe items)
+    weights = torch.tensor([1.0] + [config.category_weight] * (labels.shape[1] - 1))
+    order = torch.Generator().manual_seed(config.seed)
+    lengths = mask.sum(-1)
+    top.train()
+    for epoch in range(config.epochs):
+        start, total = time.perf_counter(), 0.0
+        # batches of texts of about one length (shuffled, then sorted by length), in a
+        # shuffled order: little padding, and still a new mix every epoch
+        perm = torch.randperm(len(labels), generator=order)
+        perm = perm[torch.argsort(lengths[perm], stable=True)]
+        batches = list(torch.split(perm, config.batch_size))
+        for b in torch.randperm(len(batches), generator=order).tolist():
+            idx = batches[b]
+            # trainable layers, pooling and head on the cached hidden states, cut to the
+            # batch's longest text (padding is on the right, so the cut is exact)
+            width = int(mask[idx].sum(-1).max())
+            hidden = _run_layers(top, bottom[idx, :width], mask[idx, :width])
+            logits = head(_pool(hidden, pool_mask[idx, :width]))
+            losses = nn.functional.binary_cross_entropy_with_logits(
+                logits, labels[idx], reduction="none"
+            )
+            y, r = labels[idx, 0], real[idx]
+            corpus_weights = 1.0 + (config.unsafe_weight - 1.0) * y
+            real_weights = config.real_weight * (1.0 + (config.real_unsafe_weight - 1.0) * y)
+            item_weights = torch.where(r > 0, real_weights, corpus_weights)
+            loss = ((losses * weights).sum(-1) * item_weights).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {total / len(labels):.4f} "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
+    top.eval()
+
+
 def _corpus_digest(items: Sequence[LabelledText]) -> str:
     digest = hashlib.sha256()
     for x in items:
@@ -303,43 +360,7 @@ def train_semantic_judge(
         )
         top = layers[frozen:]
         head = nn.Linear(encoder.config.hidden_size, 1 + len(CATEGORIES))
-        params = [*top.parameters(), *head.parameters()]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        # the category loss counts every category of every item (0 for safe items)
-        weights = torch.tensor([1.0] + [config.category_weight] * len(CATEGORIES))
-        order = torch.Generator().manual_seed(config.seed)
-        lengths = mask.sum(-1)
-        top.train()
-        for epoch in range(config.epochs):
-            start, total = time.perf_counter(), 0.0
-            # batches of texts of about one length (shuffled, then sorted by length), in a
-            # shuffled order: little padding, and still a new mix every epoch
-            perm = torch.randperm(len(items), generator=order)
-            perm = perm[torch.argsort(lengths[perm], stable=True)]
-            batches = list(torch.split(perm, config.batch_size))
-            for b in torch.randperm(len(batches), generator=order).tolist():
-                idx = batches[b]
-                # 2. trainable layers, pooling and head on the cached hidden states, cut to
-                # the batch's longest text (padding is on the right, so the cut is exact)
-                width = int(mask[idx].sum(-1).max())
-                hidden, batch_mask = bottom[idx, :width], mask[idx, :width]
-                logits = head(_pool(_run_layers(top, hidden, batch_mask), batch_mask))
-                losses = nn.functional.binary_cross_entropy_with_logits(
-                    logits, labels[idx], reduction="none"
-                )
-                y, r = labels[idx, 0], real[idx]
-                corpus_weights = 1.0 + (config.unsafe_weight - 1.0) * y
-                real_weights = config.real_weight * (1.0 + (config.real_unsafe_weight - 1.0) * y)
-                item_weights = torch.where(r > 0, real_weights, corpus_weights)
-                loss = ((losses * weights).sum(-1) * item_weights).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-            log(
-                f"epoch {epoch + 1}/{config.epochs}: loss {total / len(items):.4f} "
-                f"({time.perf_counter() - start:.0f} s)"
-            )
+        fit_top(top, head, bottom, mask, mask, labels, real, config, log)
     # 3. ship only what changed: the trained layers (float16) and the head
     state = {
         f"encoder.encoder.layer.{frozen + i}.{k}": v.detach().half().contiguous()
