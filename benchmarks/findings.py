@@ -1,6 +1,7 @@
 """The seed paper's comparison, on recorded evals: trained adversaries against a baseline.
 
     python -m benchmarks.findings [NAME=]BASELINE_DIR NAME=EVAL_DIR ... [--out FILE] [--examples 3]
+        [--pool LABEL=NAME,NAME ...]
 
 Reads each eval DIR's `summary.json` and `rollouts.jsonl` (written by `redteam-gym eval`)
 and prints a markdown table shaped like the seed paper's Tables 1-2: adversary perplexity and
@@ -12,6 +13,10 @@ least successful, and one at random), whatever the direction of the results.
 
 Tests (one-sided, trained > baseline): Mann-Whitney U on the per-conversation mean defender
 P(unsafe), and Fisher's exact test on the number of successful conversations.
+
+`--pool` adds a table of rows pooled over seeds (say both seeds of one learner): each pool's
+judge and confirmed ASR with Wilson intervals and the one-sided Fisher test against the
+baseline, then every pair of pools' difference with Newcombe's hybrid score interval.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 
 from benchmarks.audit import AUDIT_METRICS, audit_cell, load_audit
 from benchmarks.compare import load_summary
-from redteam_gym.metrics import wilson_interval
+from redteam_gym.metrics import newcombe_interval, wilson_interval
 
 __all__ = ["Findings", "findings", "load_rollouts"]
 
@@ -112,8 +117,10 @@ def findings(
     *,
     examples: int = 3,
     seed: int = 0,
+    pools: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> str:
-    """The markdown report (table, then example conversations)."""
+    """The markdown report (table, pooled rows when `pools` names any, then example
+    conversations). A pool is ``(label, row names)``."""
     name, sep, path = str(baseline).partition("=")
     if not sep:
         name, path = "", str(baseline)
@@ -172,8 +179,10 @@ def findings(
             + f" {implicit} | {s['dist_2']:.3f} | "
             f"{s['self_bleu']:.3f} | {_pct(e.unique_share)} |"
         )
+    if pools:
+        lines += _pooled(base, entries, audits, pools)
     rng = np.random.default_rng(seed)
-    for e in entries:
+    for e in entries if examples > 0 else ():
         lines += ["", f"### {e.name}: example conversations", ""]
         tox = e.def_tox
         order = [int(np.argmax(tox)), int(np.argmin(tox)), int(rng.integers(len(e.rollouts)))]
@@ -190,6 +199,103 @@ def findings(
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class _Pool:
+    label: str
+    n: int
+    successes: int
+    confirmed: int | None
+    """Conversations with a reply labelled unsafe; None unless every row was audited."""
+
+
+def _pool(label: str, rows: Sequence[tuple[Findings, Mapping[str, Any] | None]]) -> _Pool:
+    audits = [a for _, a in rows]
+    confirmed = None
+    if all(a is not None for a in audits):
+        confirmed = sum(int(a["num_confirmed"]) for a in audits if a is not None)
+    return _Pool(
+        label,
+        n=sum(len(e.rollouts) for e, _ in rows),
+        successes=sum(e.successes for e, _ in rows),
+        confirmed=confirmed,
+    )
+
+
+def _rate(k: int | None, n: int) -> str:
+    if k is None:
+        return "-"
+    lo, hi = wilson_interval(k, n)
+    return f"{_pct(k / n)} [{100 * lo:.1f}, {100 * hi:.1f}] ({k}/{n})"
+
+
+def _difference(k1: int | None, n1: int, k2: int | None, n2: int) -> str:
+    if k1 is None or k2 is None:
+        return "-"
+    lo, hi = newcombe_interval(k1, n1, k2, n2)
+    return f"{100 * (k1 / n1 - k2 / n2):+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _pooled(
+    base: Findings,
+    entries: Sequence[Findings],
+    audits: Sequence[Mapping[str, Any] | None],
+    pools: Sequence[tuple[str, Sequence[str]]],
+) -> list[str]:
+    """The pooled-over-seeds table and the pairwise differences."""
+    from scipy.stats import fisher_exact
+
+    by_name = {e.name: (e, a) for e, a in zip(entries, audits, strict=True)}
+    groups = []
+    for label, names in pools:
+        missing = [n for n in names if n not in by_name]
+        if missing or not names:
+            raise ValueError(
+                f"pool {label!r} names rows {missing or list(names)} that the report does not "
+                f"have; its rows are {list(by_name)}"
+            )
+        groups.append(_pool(label, [by_name[n] for n in names]))
+    first = _pool(base.name, [by_name[base.name]])
+
+    def p_vs_base(k: int | None, n: int, k0: int | None, n0: int) -> str:
+        if k is None or k0 is None:
+            return "-"
+        table = [[k, n - k], [k0, n0 - k0]]
+        return _p(float(fisher_exact(table, alternative="greater").pvalue))
+
+    lines = [
+        "",
+        "### Pooled over seeds",
+        "",
+        f"p: one-sided Fisher's exact test against {base.name}. Intervals: 95% Wilson.",
+        "",
+        "| Pool | judge ASR | p | confirmed ASR | p |",
+        "|---|---|---|---|---|",
+    ]
+    for g in [first, *groups]:
+        vs_base = g is not first
+        lines.append(
+            f"| {g.label} | {_rate(g.successes, g.n)} | "
+            f"{p_vs_base(g.successes, g.n, first.successes, first.n) if vs_base else '-'} | "
+            f"{_rate(g.confirmed, g.n)} | "
+            f"{p_vs_base(g.confirmed, g.n, first.confirmed, first.n) if vs_base else '-'} |"
+        )
+    pairs = [(a, b) for i, a in enumerate(groups) for b in groups[i + 1 :]]
+    if pairs:
+        lines += [
+            "",
+            "Differences (first minus second), 95% Newcombe hybrid score intervals:",
+            "",
+            "| Pools | judge ASR | confirmed ASR |",
+            "|---|---|---|",
+        ]
+        for a, b in pairs:
+            lines.append(
+                f"| {a.label} - {b.label} | {_difference(a.successes, a.n, b.successes, b.n)} | "
+                f"{_difference(a.confirmed, a.n, b.confirmed, b.n)} |"
+            )
+    return lines
+
+
 def _quote(text: str, limit: int = 240) -> str:
     text = " ".join(text.split())
     return "“" + (text if len(text) <= limit else text[: limit - 1] + "…") + "”"
@@ -203,7 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="NAME=EVAL_DIR of each adversary to compare")
     parser.add_argument("--out", help="also write the report to this file")
     parser.add_argument("--examples", type=int, default=3, help="conversations shown per adversary")
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="LABEL=NAME,NAME",
+        help="pool these rows (say, one learner's seeds) into one figure; repeatable",
+    )
     args = parser.parse_args(argv)
+    pools = []
+    for item in args.pool:
+        label, sep, names = item.partition("=")
+        if not sep or not label or not names:
+            parser.error(f"--pool is LABEL=NAME,NAME, got {item!r}")
+        pools.append((label, [n.strip() for n in names.split(",") if n.strip()]))
     runs = []
     for item in args.runs:
         name, sep, path = item.partition("=")
@@ -211,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"runs are NAME=EVAL_DIR, got {item!r}")
         runs.append((name, path))
     try:
-        report = findings(args.baseline, runs, examples=args.examples)
+        report = findings(args.baseline, runs, examples=args.examples, pools=pools)
     except ValueError as exc:
         parser.error(str(exc))
     print(report, end="")

@@ -26,7 +26,7 @@ from benchmarks.audit import (
 )
 from benchmarks.compare import compare
 from benchmarks.findings import findings
-from redteam_gym.metrics import wilson_interval
+from redteam_gym.metrics import newcombe_interval, wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -311,6 +311,44 @@ def test_tables_show_the_audit_beside_asr(tmp_path: Path) -> None:
         line for line in findings(audited, [("again", audited)]).splitlines() if "| again" in line
     )
     assert [c.strip() for c in row.split("|")[1:-1]][9] == f"{expected:.3g}"
+
+
+def test_findings_pools_seeds_with_newcombe_differences(tmp_path: Path) -> None:
+    from benchmarks.findings import main as findings_main
+
+    base, s0, s1, other = (_eval_dir(tmp_path / n) for n in ("base", "s0", "s1", "other"))
+    for run in (base, s0, s1):  # `other` stays unaudited
+        write_sheet(run, top=5)
+        write_audit(audit(run, _labels(tmp_path / "labels.jsonl", LABELS)))
+    runs = [("s0", s0), ("s1", s1), ("other", other)]
+    pools = [("two seeds", ["s0", "s1"]), ("one", ["s1"]), ("plain", ["other"])]
+    lines = findings(base, runs, pools=pools, examples=0).splitlines()
+    at = lines.index("### Pooled over seeds")
+    rows = {
+        c[0]: c[1:]
+        for c in ([x.strip() for x in line.split("|")[1:-1]] for line in lines[at:])
+        if len(c) == 5
+    }
+    # each eval has 3 judge successes and 2 confirmed of 4 conversations: pooled 6/8 and 4/8
+    judge_lo, judge_hi = wilson_interval(6, 8)
+    assert rows["two seeds"][0] == f"75.0% [{100 * judge_lo:.1f}, {100 * judge_hi:.1f}] (6/8)"
+    assert rows["two seeds"][2].endswith("(4/8)")
+    expected = fisher_exact([[4, 4], [2, 2]], alternative="greater").pvalue
+    assert rows["two seeds"][3] == f"{expected:.3g}"
+    assert rows["plain"][2:] == ["-", "-"]  # not audited: no confirmed figure, no test
+    diffs = {
+        c[0]: c[1:]
+        for c in ([x.strip() for x in line.split("|")[1:-1]] for line in lines[at:])
+        if len(c) == 3
+    }
+    lo, hi = newcombe_interval(4, 8, 2, 4)
+    assert diffs["two seeds - one"][1] == f"+0.0 points [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    assert diffs["one - plain"][1] == "-"
+    assert "example conversations" not in "\n".join(lines)  # examples=0 shows none
+    with pytest.raises(ValueError, match=r"pool 'x' names rows \['nope'\]"):
+        findings(base, runs, pools=[("x", ["nope"])])
+    with pytest.raises(SystemExit):
+        findings_main([str(base), f"s0={s0}", "--pool", "no-equals-sign"])
 
 
 def test_cli_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

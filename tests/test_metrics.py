@@ -22,6 +22,7 @@ from redteam_gym.metrics import (
     mean_pairwise_cosine_distance,
     mean_toxicity,
     mean_turns_to_first_unsafe,
+    newcombe_interval,
     reward_by_quantile,
     self_bleu,
     self_bleu_n,
@@ -94,6 +95,26 @@ def test_wilson_interval_edges() -> None:
     assert wilson_interval(3, 10, 0.99)[0] < wilson_interval(3, 10, 0.95)[0]
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
+
+
+def test_newcombe_interval_matches_newcombe_1998() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873-890, Table II, method 10 (the hybrid
+    # score interval), the published examples (a)-(d), to the 4 decimals printed there.
+    published = [
+        ((56, 70, 48, 80), (0.0524, 0.3339)),
+        ((9, 10, 3, 10), (0.1705, 0.8090)),
+        ((6, 7, 2, 7), (0.0582, 0.8062)),
+        ((5, 56, 0, 29), (-0.0381, 0.1926)),
+    ]
+    for counts, interval in published:
+        assert newcombe_interval(*counts) == pytest.approx(interval, abs=6e-5)
+    # swapping the groups mirrors the interval
+    low, high = newcombe_interval(2, 256, 5, 256)
+    assert newcombe_interval(5, 256, 2, 256) == pytest.approx((-high, -low))
+    with pytest.raises(ValueError, match="successes"):
+        newcombe_interval(3, 2, 1, 10)
+    with pytest.raises(ValueError, match="n > 0"):
+        newcombe_interval(0, 0, 1, 10)
 
 
 def test_asr_by_turn() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "implicit_toxicity",
     "mean_toxicity",
     "mean_turns_to_first_unsafe",
+    "newcombe_interval",
     "success_mask",
     "turns_to_first_unsafe",
     "wilson_interval",
@@ -192,3 +193,27 @@ def mean_toxicity(probs: RaggedFloats) -> float:
     rows = as_ragged(probs, "probs")
     flat = np.concatenate(rows) if rows else np.empty(0)
     return float(flat.mean()) if flat.size else math.nan
+
+
+def newcombe_interval(
+    successes_1: int, n_1: int, successes_2: int, n_2: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Interval for the difference of two independent proportions, ``p1 - p2``.
+
+    Newcombe's hybrid score interval (1998, method 10) combines each proportion's Wilson
+    interval ``(l_i, u_i)``::
+
+        lower = d - sqrt((p1 - l1)^2 + (u2 - p2)^2)
+        upper = d + sqrt((u1 - p1)^2 + (p2 - l2)^2)
+
+    with ``d = p1 - p2``. Like the Wilson interval it behaves at 0 successes, where the
+    Wald interval of a difference collapses to a point.
+    """
+    for s, n in ((successes_1, n_1), (successes_2, n_2)):
+        if n <= 0 or not 0 <= s <= n:
+            raise ValueError(f"need 0 <= successes <= n and n > 0, got successes={s}, n={n}")
+    p1, p2 = successes_1 / n_1, successes_2 / n_2
+    l1, u1 = wilson_interval(successes_1, n_1, confidence)
+    l2, u2 = wilson_interval(successes_2, n_2, confidence)
+    d = p1 - p2
+    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
