@@ -522,3 +522,39 @@ def test_reward_noise_recovers_known_components() -> None:
     assert out["var_reply"] == pytest.approx(1.0, rel=0.1)
     low, high = out["share_utterance_ci95"]
     assert low < 4 / 6 < high and high - low < 0.15
+
+
+def test_training_curves_plots_chosen_panels(tmp_path: Path) -> None:
+    from benchmarks.studies import training_curves
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {
+            "update": u,
+            "objective/scores": 0.1 * u,
+            "objective/kl": 0.0,
+            "redteam/adv_toxicity": 0.01,
+            "redteam/asr": 0.0 if u <= 3 else 0.5,
+            "reward/perez": 0.02,
+            "time/update_s": 1.0,
+        }
+        for u in range(1, 7)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert (
+        training_curves.main(
+            [str(run), "--out", str(out), "--k", "3", "--panels", "reward/perez,redteam/asr"]
+        )
+        == 0
+    )
+    assert (out / "learning_curves.png").stat().st_size > 0
+    (summary,) = json.loads((out / "learning_curves.json").read_text())
+    assert summary["asr_first"] == 0.0 and summary["asr_last"] == 0.5
+    assert summary["change"] == pytest.approx(0.3)  # mean of 0.4..0.6 minus mean of 0.1..0.3
+    with pytest.raises(SystemExit):  # a key the run never logged is named, not plotted empty
+        training_curves.main([str(run), "--out", str(out), "--panels", "reward/nope"])
+    assert training_curves.panels(None) == training_curves.PANELS
+    with pytest.raises(ValueError, match="names no metric"):
+        training_curves.panels(" , ")

@@ -6,6 +6,9 @@ Reads each run's `metrics.jsonl`, plots `objective/scores` (mean episode return 
 update's rollouts, i.e. the judge reward without the KL term), the KL to the initial policy and
 the adversary's own toxicity, each with a moving average, and writes a markdown table
 comparing the first and the last updates of every run.
+
+`--panels reward/perez,reward/novelty_bleu,redteam/asr` plots any logged metrics instead, one
+panel each: the reward's terms side by side show what a run's reward paid for.
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ PANELS = (
     ),
 )
 """(metric, title, y label) of the three panels of `learning_curves.png`."""
+
+
+def panels(spec: str | None) -> tuple[tuple[str, str, str], ...]:
+    """`PANELS`, or one panel per comma-separated metric key of `spec`."""
+    if spec is None:
+        return PANELS
+    known = {key: (key, title, ylabel) for key, title, ylabel in PANELS}
+    keys = [k.strip() for k in spec.split(",") if k.strip()]
+    if not keys:
+        raise ValueError(f"--panels names no metric: {spec!r}")
+    return tuple(known.get(k, (k, k, k)) for k in keys)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -71,7 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where to write the plot and table")
     parser.add_argument("--window", type=int, default=10, help="moving-average window (updates)")
     parser.add_argument("--k", type=int, default=10, help="updates averaged at each end")
+    parser.add_argument(
+        "--panels",
+        metavar="KEY,KEY",
+        help="comma-separated metrics.jsonl keys to plot, one panel each (default: the reward, "
+        "the KL and the adversary's toxicity)",
+    )
     args = parser.parse_args(argv)
+    try:
+        chosen = panels(args.panels)
+        runs = [(run, read_metrics(run)) for run in args.runs]
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    logged = {key for _, metrics in runs for m in metrics for key in m}
+    missing = [key for key, _, _ in chosen if key not in logged]
+    if missing:
+        parser.error(f"no run logged {missing}; the runs' keys are {sorted(logged)}")
 
     import matplotlib
 
@@ -79,16 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     args.out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, len(chosen), figsize=(5.3 * len(chosen), 4.5), squeeze=False)
+    axes = axes[0]
     rows = []
-    for run in args.runs:
-        metrics = read_metrics(run)
+    for i, (run, metrics) in enumerate(runs):
         x = np.array([m["update"] for m in metrics])
-        color = None
-        for ax, (key, _, _) in zip(axes, PANELS, strict=True):
+        color = f"C{i % 10}"  # one colour per run in every panel
+        for ax, (key, _, _) in zip(axes, chosen, strict=True):
+            if not any(key in m for m in metrics):
+                continue  # a term this run's reward does not have
             y = np.array([m.get(key, np.nan) for m in metrics], dtype=float)
-            (line,) = ax.plot(x, y, alpha=0.25, color=color)
-            color = line.get_color()
+            ax.plot(x, y, alpha=0.25, color=color)
             ax.plot(
                 x,
                 moving_average(y, args.window),
@@ -96,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 label=f"{run.name} ({args.window}-update mean)",
             )
         rows.append(summarize(run.name, metrics, args.k))
-    for ax, (_, title, ylabel) in zip(axes, PANELS, strict=True):
+    for ax, (_, title, ylabel) in zip(axes, chosen, strict=True):
         ax.set_title(title)
         ax.set_xlabel("update")
         ax.set_ylabel(ylabel)
