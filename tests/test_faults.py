@@ -310,7 +310,7 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
 def test_corrupt_checkpoint_names_the_file(saved_run: Path, tmp_path: Path, case: str) -> None:
     from agents import PPO
-    from agents.common.base import CheckpointError
+    from agents.common.checkpoint import CheckpointError
 
     run = tmp_path / "run"
     shutil.copytree(saved_run, run)
@@ -336,7 +336,7 @@ def test_a_save_killed_between_its_renames_loses_nothing(
     """The one window of `save` without a `checkpoint/`: the old one is `.checkpoint-old`,
     the new one a temporary directory. Loading puts the old one back."""
     from agents import PPO
-    from agents.common.base import OLD_CHECKPOINT
+    from agents.common.checkpoint import OLD_CHECKPOINT
 
     run = tmp_path / "run"
     shutil.copytree(saved_run, run)

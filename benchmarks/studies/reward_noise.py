@@ -151,7 +151,7 @@ def _seed(*words: int) -> int:
 def load_adversary_and_env(spec: str, initial: bool) -> tuple[Any, Any]:
     """The adversary to probe and the learner config whose env settings to use."""
     from agents import LEARNERS, LearnerConfig
-    from agents.common.base import checkpoint_learner_name
+    from agents.common.checkpoint import checkpoint_learner_name
 
     path = Path(spec)
     if path.is_dir():
