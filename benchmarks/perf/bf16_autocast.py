@@ -29,13 +29,8 @@ MODULE = "benchmarks.perf.bf16_autocast"
 def measure(batch_size: int, length: int, repeats: int) -> dict[str, float]:
     import torch
 
-    from agents.common.policy import (
-        ActorCritic,
-        boundary_states,
-        states_before,
-        token_logits,
-        top_layers,
-    )
+    from agents.common.policy import ActorCritic, states_before, token_logits
+    from agents.common.shared_bottom import boundary_states, top_layers
     from redteam_gym.models import SMOLLM2, load_causal_lm
 
     torch.manual_seed(0)

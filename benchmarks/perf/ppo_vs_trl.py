@@ -191,14 +191,9 @@ def _ours(job: dict[str, Any]) -> dict[str, Any]:
 def _floor(job: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
     import torch
 
-    from agents.common.policy import (
-        ActorCritic,
-        boundary_states,
-        states_before,
-        token_logits,
-        top_layers,
-    )
-    from agents.common.rollout import Segment, TokenBatch
+    from agents.common.batch import Segment, TokenBatch
+    from agents.common.policy import ActorCritic, states_before, token_logits
+    from agents.common.shared_bottom import boundary_states, top_layers
     from redteam_gym.models import SMOLLM2, SamplingConfig, load_causal_lm
 
     actor, tokenizer = load_causal_lm(SMOLLM2, frozen=False)
