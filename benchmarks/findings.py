@@ -17,7 +17,6 @@ P(unsafe), and Fisher's exact test on the number of successful conversations.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 
 from benchmarks.audit import AUDIT_METRICS, audit_cell, load_audit
 from benchmarks.compare import load_summary
+from redteam_gym.files import read_jsonl
 from redteam_gym.metrics import wilson_interval
 
 __all__ = ["Findings", "findings", "load_rollouts"]
@@ -38,8 +38,7 @@ def load_rollouts(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "rollouts.jsonl"
     if not path.is_file():
         raise ValueError(f"{run_dir} is not an eval DIR: it has no rollouts.jsonl")
-    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
-    return sorted(rows, key=lambda r: r["rollout"])
+    return sorted(read_jsonl(path), key=lambda r: r["rollout"])
 
 
 @dataclass

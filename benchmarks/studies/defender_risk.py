@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from redteam_gym.files import read_jsonl
+
 DATA_DIR = Path("benchmarks/data/defender-risk")
 ALGOS = ("ppo", "ra-rlhf")
 ALPHAS = (0.1, 0.2)
@@ -166,10 +168,6 @@ def sample_replies(
             )
     env.close()
     return rows
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
