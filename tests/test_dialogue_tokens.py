@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from test_learners import tiny_config
+from conftest import tiny_config
 
 from agents import A2C, PPO, A2CConfig, PPOConfig
 from agents.common.training import reference_distributions

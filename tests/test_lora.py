@@ -10,7 +10,8 @@ import re
 
 import pytest
 import torch
-from test_learners import LEARNERS, tiny_config
+from conftest import tiny_config
+from test_learners import LEARNERS
 
 from agents import PPO, LoRAConfig, PPOConfig, load_adversary
 from agents.cli import add_config_arguments, config_from_args, field_docs
