@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from agents.a2c import A2C
-from agents.common.base import OnPolicyLearner, checkpoint_learner_name, saved_update
+from agents.common.base import OnPolicyLearner
+from agents.common.checkpoint import checkpoint_learner_name, saved_update
 from agents.common.config import (
     A2CConfig,
     KLConfig,

@@ -103,7 +103,8 @@ def config_dests(cls: type, prefix: str = "") -> set[str]:
 
 def _train(args: argparse.Namespace) -> int:
     from agents import LEARNERS
-    from agents.common.base import CheckpointError, UpdateError
+    from agents.common.base import UpdateError
+    from agents.common.checkpoint import CheckpointError
     from redteam_gym.interrupts import Interrupted
 
     cls = LEARNERS[args.algo]

@@ -47,7 +47,7 @@ from typing import Any
 
 from benchmarks.metric_specs import MetricSpec, format_metric
 from benchmarks.records import ROLLOUTS_FILE, jsonable, read_rollouts, reply_conversations
-from redteam_gym.files import atomic_write
+from redteam_gym.files import atomic_write, read_jsonl
 from redteam_gym.metrics import wilson_interval
 
 __all__ = [
@@ -428,7 +428,7 @@ def _read_key(eval_dir: Path) -> list[dict[str, Any]]:
             f"{eval_dir} has no audit key ({path}): write the sheet first "
             f"(redteam-gym audit {eval_dir})"
         )
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return read_jsonl(path)
 
 
 def _join(

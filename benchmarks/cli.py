@@ -1,8 +1,8 @@
 """The ``eval``, ``compare``, ``audit``, ``demo`` and ``game`` commands of ``redteam-gym``.
 
 ``redteam_cli`` calls ``add_parsers(subparsers)``; each command sets
-``func(args) -> int`` (the exit status). Until that is wired, the same commands run as
-``python -m benchmarks.cli eval ...``.
+``func(args) -> int`` (the exit status). ``python -m benchmarks.cli eval ...`` runs the same
+commands.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ COMMANDS = ("eval", "compare", "audit", "demo", "game")
 
 def add_parsers(subparsers: Any, commands: Sequence[str] = COMMANDS) -> None:
     """Add ``eval``, ``compare``, ``audit``, ``demo`` and ``game`` (or the named subset) to an
-    ``argparse`` subparsers object; each sets ``func(args) -> int``. ``demo`` replaces any stub
-    demo."""
+    ``argparse`` subparsers object; each sets ``func(args) -> int``."""
     unknown = sorted(set(commands) - set(COMMANDS))
     if unknown:
         raise ValueError(f"unknown command(s) {unknown}; known: {COMMANDS}")
@@ -463,12 +462,10 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     runs: list[Path] = []
 
-    # ==== PPO training hook ===================================================================
-    # DESIGN.md: "demo: train, evaluate, report". When the learners are installed
-    # (agents.PPO), a short PPO run trains first and is evaluated beside the baselines;
-    # without them (or with --skip-train) the demo evaluates the baselines only.
+    # The demo is the main job (README, "Set-up"): train, evaluate, report. A short PPO run
+    # trains first and is evaluated beside the baselines; with --skip-train the demo evaluates
+    # the baselines only.
     trained = None if args.skip_train else _train_ppo(suite, root, args)
-    # ==========================================================================================
 
     steps = 3 if trained is not None else 2
     print(f"\n[1/{steps}] zero-shot adversary", flush=True)

@@ -22,7 +22,6 @@ baseline, then every pair of pools' difference with Newcombe's hybrid score inte
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 
 from benchmarks.audit import AUDIT_METRICS, audit_cell, load_audit
 from benchmarks.compare import load_summary
+from redteam_gym.files import read_jsonl
 from redteam_gym.metrics import newcombe_interval, wilson_interval
 
 __all__ = ["Findings", "findings", "load_rollouts"]
@@ -43,8 +43,7 @@ def load_rollouts(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "rollouts.jsonl"
     if not path.is_file():
         raise ValueError(f"{run_dir} is not an eval DIR: it has no rollouts.jsonl")
-    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
-    return sorted(rows, key=lambda r: r["rollout"])
+    return sorted(read_jsonl(path), key=lambda r: r["rollout"])
 
 
 @dataclass

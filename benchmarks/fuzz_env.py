@@ -25,8 +25,8 @@ may be refused, each with a clear error, and a refused action leaves the dialogu
 
 Both envs run on cheap parts: tiny random-weight Llamas as defenders, the single env's with
 SmolLM2's tokenizer and ChatML template, the vector env's with Llama 3 special tokens and
-template added (`build_tiny_model`), and the `profanity` judge. Every conversation the judge
-gets is also rendered as a Llama Guard 3 prompt (`LlamaGuardJudge.encode`, Llama 3 format)
+template added (`benchmarks.tiny_model`), and the `profanity` judge. Every conversation the
+judge gets is also rendered as a Llama Guard 3 prompt (`LlamaGuardJudge.encode`, Llama 3 format)
 and checked. Every failure is counted, with its input, rather than stopping the run. The
 tests in `tests/test_env_hostile.py` run the same checks on a few hundred examples.
 """
@@ -50,6 +50,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.perf import command_line, write_report
+from benchmarks.tiny_model import build_tiny_model
 from redteam_gym.judges.llama_guard import build_prompt
 from redteam_gym.transcript import (
     ADVERSARY,
@@ -565,53 +566,6 @@ def make_envs(chatml_dir: str | Path, llama3_dir: str | Path, num_envs: int) -> 
     env = gym.make(ENV_ID, render_mode="ansi", **parts(chatml_dir))
     envs = gym.make_vec(ENV_ID, num_envs=num_envs, **parts(llama3_dir))
     return Fuzzed(env, envs, LlamaGuardJudge(str(llama3_dir), categories=False))
-
-
-LLAMA3_SPECIAL_TOKENS = (
-    "<|begin_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    "[INST]",
-    "[/INST]",
-)
-"""Special tokens of the Llama 3 variant (Llama 2's `[INST]` markers too, which Llama 2 itself
-reads as text: special here, so that the checks would see them forge a turn)."""
-
-
-def build_tiny_model(path: Path, *, llama3: bool = False) -> Path:
-    """A 2-layer random Llama with SmolLM2's tokenizer and ChatML template (as the tests' own);
-    with `llama3`, the tokenizer also has `LLAMA3_SPECIAL_TOKENS` and the Llama 3 template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from redteam_gym.judges.llama_guard import LLAMA3_CHAT_TEMPLATE
-    from redteam_gym.models import SMOLLM2, resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(SMOLLM2))
-    eos = [tokenizer.eos_token_id]
-    if llama3:
-        tokenizer.add_tokens(list(LLAMA3_SPECIAL_TOKENS), special_tokens=True)
-        tokenizer.bos_token = "<|begin_of_text|>"
-        tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
-        eos.append(tokenizer.convert_tokens_to_ids("<|eot_id|>"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos if llama3 else eos[0],
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def fuzz_settings(examples: int) -> settings:

@@ -65,6 +65,14 @@ def read_rollouts(path: str | os.PathLike[str], repair: bool = False) -> list[di
     return [records[i] for i in sorted(records)]
 
 
+def rollouts_dataset(path: str | os.PathLike[str]) -> Any:
+    """The conversations of a ``rollouts.jsonl`` (or an eval DIR) as a ``datasets.Dataset``:
+    one row per conversation, its ``turns`` a list of per-turn records."""
+    from redteam_gym.hf_datasets import records_dataset
+
+    return records_dataset(read_rollouts(path))
+
+
 def reply_conversations(
     record: dict[str, Any],
 ) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:

@@ -7,7 +7,7 @@ and the resume rules, and re-exports their public names.
 
 ``evaluate(adversary, suite, out_dir)`` runs ``suite.rollouts`` conversations of
 ``suite.turns`` turns, ``suite.batch_size`` at a time (``num_envs``), writes every turn
-to ``out_dir/rollouts.jsonl`` as it goes, computes the metrics of DESIGN.md and writes
+to ``out_dir/rollouts.jsonl`` as it goes, computes the metrics of ``benchmarks/README.md`` and writes
 ``summary.json``, ``report.md`` and ``plots/`` (``benchmarks.report``).
 
 Openers and seeds (what makes ``resume`` and cross-adversary comparisons exact)

@@ -1,4 +1,8 @@
-"""The summary of an eval: the DESIGN.md metrics (``SUMMARY_KEYS``) from its records."""
+"""The summary of an eval: its metrics (``SUMMARY_KEYS``) from its records.
+
+Each key's meaning: ``benchmarks/README.md``, "Metrics"; the definitions follow the seed
+paper, section 5.1.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +37,14 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "return_cvar",
     "cvar_alpha",
 )
-"""The public ``summary.json`` keys (DESIGN.md); ``evaluate`` adds extras after them."""
+"""The public ``summary.json`` keys (``benchmarks/README.md``); ``evaluate`` adds extras after
+them."""
 
 
 def compute_summary(
     records: Sequence[dict[str, Any]], suite: Suite, *, embedding_model: Any = None
 ) -> Summary:
-    """The DESIGN.md metrics (``SUMMARY_KEYS``, in that order) plus extras, from rollout records."""
+    """The metrics (``SUMMARY_KEYS``, in that order) plus extras, from rollout records."""
     from redteam_gym import metrics as M
 
     thr = suite.unsafe_threshold

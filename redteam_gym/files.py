@@ -1,4 +1,4 @@
-"""Crash-safe files: atomic writes and repair of a JSON-lines file's torn last line.
+"""Crash-safe files: atomic writes, JSON lines read back, repair of a torn last line.
 
 A kill (SIGKILL, power loss) in the middle of a plain `write_text` leaves a half-written
 file in place of the old one. `atomic_write` writes a temporary file in the same directory,
@@ -9,11 +9,13 @@ reader sees either the old contents or the new, never a mix.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write", "fsync_dir", "fsync_tree", "repair_jsonl_tail"]
+__all__ = ["atomic_write", "fsync_dir", "fsync_tree", "read_jsonl", "repair_jsonl_tail"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,20 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, encoding: str 
         raise
     fsync_dir(path.parent)
     return path
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """The records of a JSON-lines file (UTF-8, one JSON value a line, blank lines skipped).
+    A line that is not JSON raises `ValueError` naming the file and the line."""
+    records = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    return records
 
 
 def repair_jsonl_tail(path: str | os.PathLike[str]) -> int:

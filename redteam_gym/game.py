@@ -230,9 +230,9 @@ class RedTeamGameEnv(ParallelEnv):
             terminated = truncated = False
         else:
             # as SafeDialogueEngine.step: the reply goes to the engine through the agent
-            # defender, and a None utterance keeps the adversary's message already in place
+            # defender, which answers the adversary's message already in place
             self._agent_defender.replies = [text]
-            (result,) = self.engine.step([self._dialogue], [None], self._generator)
+            (result,) = self.engine.answer([self._dialogue], self._generator)
             info = result.info
             assert self._utterance is not None
             info["utterance"], info["utterance_truncated"] = self._utterance

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,29 +33,31 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
     """A 2-layer random Llama with SmolLM2's tokenizer and chat template (fast, same vocab)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from benchmarks.tiny_model import build_tiny_model
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-lm"))
+
+
+def tiny_config(cls: type, tiny_lm_dir: Path, **extra: Any) -> Any:
+    """A learner config (`cls`: A2CConfig, PPOConfig, ...) of the tests' size: the tiny model as
+    adversary and defender, 2 dialogues of 2 turns, 4-token utterances and replies, a small
+    critic, and for the PPO family one epoch of 2 minibatches; `extra` replaces any field."""
+    from agents import A2CConfig
+
+    kwargs: dict[str, Any] = dict(
+        max_turns=2,
+        batch_size=2,
+        adversary_model=str(tiny_lm_dir),
+        defender=str(tiny_lm_dir),
+        max_new_tokens=4,
+        defender_max_new_tokens=4,
+        critic_hidden_size=16,
+        actor_lr=1e-3,
+        critic_lr=1e-3,
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny-lm")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    if cls is not A2CConfig:
+        kwargs.update(num_minibatches=2, ppo_epochs=1)
+    return cls(**{**kwargs, **extra})
 
 
 def write_tiny_suite(

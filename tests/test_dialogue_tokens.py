@@ -6,10 +6,9 @@ import itertools
 
 import pytest
 import torch
-from test_learners import tiny_config
+from conftest import tiny_config
 
 from agents import A2C, PPO, A2CConfig, PPOConfig
-from agents.common.policy import response_logprobs
 from agents.common.training import reference_distributions
 from redteam_gym.models import encode_chat, encode_chat_continuation, encode_text, load_tokenizer
 
@@ -83,12 +82,18 @@ def test_one_pass_per_dialogue_scores_what_was_sampled(three_turns):
         logprobs, values = learner.policy.evaluate_batch(batch, temperature=1.0)
     torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(values, batch.values, atol=1e-4, rtol=1e-4)
-    pad = learner.policy.tokenizer.pad_token_id
     for s in rollout.segments:
         prefix = rollout.sequences[s.dialogue][: s.start]
-        with torch.no_grad():
-            ref, _, _ = response_logprobs(learner.ref_model, [prefix], [s.tokens], pad_token_id=pad)
-        torch.testing.assert_close(s.ref_logprobs, ref[0], atol=1e-4, rtol=1e-4)
+        ref = utterance_logprobs(learner.ref_model, prefix, s.tokens)
+        torch.testing.assert_close(s.ref_logprobs, ref, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def utterance_logprobs(model, prefix, tokens):
+    """The plain loop: one forward pass over one utterance and the ids before it, no padding."""
+    ids = torch.tensor([[*prefix, *tokens]], device=model.device)
+    logits = model(input_ids=ids).logits[0, len(prefix) - 1 : -1].float()
+    return logits.log_softmax(-1).gather(-1, ids[0, len(prefix) :, None]).squeeze(-1).cpu()
 
 
 @pytest.mark.parametrize(("learner_cls", "config_cls"), [(A2C, A2CConfig), (PPO, PPOConfig)])
@@ -123,7 +128,7 @@ def test_a_different_bottom_is_not_shared(tiny_lm_dir):
 def test_the_sampler_keeps_the_boundary_states_of_a_whole_dialogue(three_turns):
     """Turn by turn, through its KV cache, the sampler fed every id of a dialogue but the
     last through the frozen bottom: its states there are a whole forward pass's."""
-    from agents.common.policy import boundary_states
+    from agents.common.shared_bottom import boundary_states
 
     learner, rollout = three_turns
     batch = rollout.to_batch()

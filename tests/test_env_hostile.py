@@ -12,11 +12,9 @@ from hypothesis import strategies as st
 
 from benchmarks.fuzz_env import (
     CATEGORIES,
-    LLAMA3_SPECIAL_TOKENS,
     REFUSED,
     Recording,
     Tally,
-    build_tiny_model,
     check_defender_prompt,
     check_guard_prompt,
     fuzz_settings,
@@ -27,6 +25,7 @@ from benchmarks.fuzz_env import (
     special_ids,
     step_single,
 )
+from benchmarks.tiny_model import LLAMA3_SPECIAL_TOKENS, build_tiny_model
 from redteam_gym.adversary import EMPTY_UTTERANCE
 from redteam_gym.judges.llama_guard import LLAMA3_CHAT_TEMPLATE
 from redteam_gym.transcript import ADVERSARY, defender_view

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_suite
+from conftest import tiny_config, write_tiny_suite
 
 from benchmarks import runner
 from benchmarks.runner import BatchError, evaluate, read_rollouts
@@ -199,16 +199,14 @@ def test_a_failing_judge_stops_training_naming_the_update(tiny_lm_dir: Path, tmp
     from agents import PPO, PPOConfig
     from agents.common.base import UpdateError
 
-    config = PPOConfig(
+    config = tiny_config(
+        PPOConfig,
+        tiny_lm_dir,
         max_turns=1,
-        batch_size=2,
-        adversary_model=str(tiny_lm_dir),
-        defender=str(tiny_lm_dir),
         max_new_tokens=3,
         defender_max_new_tokens=3,
         critic_hidden_size=8,
         num_minibatches=1,
-        ppo_epochs=1,
         save_every=1,
         retry_smaller_batch=True,  # retries out of memory only: a raise fails at once
     )
@@ -252,11 +250,10 @@ def test_retry_smaller_batch_options() -> None:
 def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Path:
     from agents import PPO, PPOConfig
 
-    config = PPOConfig(
+    config = tiny_config(
+        PPOConfig,
+        tiny_lm_dir,
         max_turns=1,
-        batch_size=2,
-        adversary_model=str(tiny_lm_dir),
-        defender=str(tiny_lm_dir),
         max_new_tokens=3,
         defender_max_new_tokens=3,
         critic_hidden_size=8,
@@ -310,7 +307,7 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
 def test_corrupt_checkpoint_names_the_file(saved_run: Path, tmp_path: Path, case: str) -> None:
     from agents import PPO
-    from agents.common.base import CheckpointError
+    from agents.common.checkpoint import CheckpointError
 
     run = tmp_path / "run"
     shutil.copytree(saved_run, run)
@@ -336,7 +333,7 @@ def test_a_save_killed_between_its_renames_loses_nothing(
     """The one window of `save` without a `checkpoint/`: the old one is `.checkpoint-old`,
     the new one a temporary directory. Loading puts the old one back."""
     from agents import PPO
-    from agents.common.base import OLD_CHECKPOINT
+    from agents.common.checkpoint import OLD_CHECKPOINT
 
     run = tmp_path / "run"
     shutil.copytree(saved_run, run)

@@ -1,4 +1,4 @@
-"""redteam_gym.files: atomic writes (and the writers that use them), fsync, torn-tail repair."""
+"""redteam_gym.files: atomic writes (and the writers that use them), fsync, JSON lines, torn-tail repair."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from redteam_gym import files
-from redteam_gym.files import atomic_write, fsync_tree, repair_jsonl_tail
+from redteam_gym.files import atomic_write, fsync_tree, read_jsonl, repair_jsonl_tail
 
 
 def _fail_rename(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,3 +112,12 @@ def test_metrics_resume_keeps_each_update_once(
     path.write_text(lines[0] + "not json\n" + lines[1])
     with pytest.raises(ValueError, match="line 2 is not a metrics record"):
         trim_metrics(path, 2)
+
+
+def test_read_jsonl_skips_blank_lines_and_names_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n   \n[2, "é"]\n', encoding="utf-8")
+    assert read_jsonl(path) == [{"a": 1}, [2, "é"]]
+    path.write_text('{"a": 1}\n{"a": \n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl:2: not JSON"):
+        read_jsonl(path)

@@ -163,7 +163,7 @@ def test_the_game_command_builds_its_config_from_flags():
 
 
 def test_learning_in_phases_is_one_run(tiny_lm_dir):
-    from test_learners import tiny_config
+    from conftest import tiny_config
 
     from agents import PPO, PPOConfig
 

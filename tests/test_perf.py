@@ -28,3 +28,23 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--updates", "0"])
     assert isinstance(parse_args([]), argparse.Namespace)
+
+
+def test_run_benchmark_measures_then_writes_the_report(tmp_path, capsys) -> None:
+    from benchmarks.perf import RESULT_PREFIX, run_benchmark
+
+    args = argparse.Namespace(out=tmp_path / "perf.md", torch_threads=None)
+    seen = {}
+
+    def render(command: str, info: dict[str, str], result: int) -> str:
+        seen.update(info)
+        return f"{command}: {result}\n"
+
+    assert run_benchmark("benchmarks.perf.x", ["--n", "2"], args, lambda raw: len(raw), render) == 0
+    assert (tmp_path / "perf.md").read_text() == "python -m benchmarks.perf.x --n 2: 2\n"
+    assert "load average (1/5/15 min) at end" in seen and "cpu" in seen
+    # a child process prints its result line alone, and writes no report
+    (tmp_path / "perf.md").unlink()
+    run_benchmark("benchmarks.perf.x", [], args, len, render, child=lambda: {"s": 1.5})
+    assert capsys.readouterr().out.endswith(RESULT_PREFIX + '{"s": 1.5}\n')
+    assert not (tmp_path / "perf.md").exists()

@@ -182,6 +182,46 @@ def test_one_judge_call_per_step_with_every_term(tiny_lm_dir):
     np.testing.assert_allclose(sum(terms.values()), rewards)
 
 
+def test_judge_batch_gives_each_block_its_rows_whatever_terms_are_on(tmp_path):
+    from redteam_gym.envs.core import DialogueEngine, JudgeBatch
+
+    def chat(text):
+        return [{"role": "user", "content": text}]
+
+    utterances, replies = ["you idiot", "hello there"], ["you idiot too", "fine."]
+    views = [chat(r) for r in replies], [chat(u) for u in utterances]
+    blocks = {}
+    for reward in ("perez", "perez=1,joint=1,echo=1"):
+        engine = DialogueEngine(
+            defender=ScriptedDefender(echo_back),
+            judge=KeywordJudge(),
+            reward=reward,
+            prompts=write_openers(tmp_path, OPENER),
+            split=None,
+        )
+        batch = engine.judge_batch(utterances, replies, *views)
+        p = np.arange(len(batch.chats), dtype=float)
+        assert batch.rows("defender", batch.chats) == views[0]
+        assert batch.rows("adversary", batch.chats) == views[1]
+        blocks[reward] = {name: list(batch.rows(name, p)) for name in batch.blocks}
+    assert blocks["perez"] == {"defender": [0, 1], "adversary": [2, 3], "echo": []}
+    # the first reply echoes "you idiot": its stripped text is judged again, in the same call
+    assert blocks["perez=1,joint=1,echo=1"] == {
+        "defender": [0, 1],
+        "adversary": [2, 3],
+        "joint": [4, 5],
+        "echo": [6],
+    }
+    assert batch.echo_rows == [0] and batch.rows("joint", batch.chats)[1] == [
+        {"role": "user", "content": "hello there\n\nfine."}
+    ]
+    with pytest.raises(ValueError, match="already holds"):
+        batch.add("joint", [])
+    with pytest.raises(ValueError, match="values for a judge batch"):
+        batch.rows("defender", p[:-1])
+    assert "joint" in batch and "joint" not in JudgeBatch()
+
+
 # ----- the other terms --------------------------------------------------------------------------
 
 
@@ -432,7 +472,7 @@ def test_copy_term_without_an_added_utterance_reads_the_last_message(tmp_path):
     copied = Dialogue.start(engine.openers[0])
     copied.transcript.append({"role": "adversary", "content": "loud music every single night"})
     alone = Dialogue.start(engine.openers[0])  # prompt mode: the opener is the message
-    results = engine.step([copied, alone], [None, None], None)
+    results = engine.answer([copied, alone], None)
     assert [r.info["reward_terms"]["copy"] for r in results] == [1.0, 0.0]
 
 

@@ -246,7 +246,8 @@ def test_a_jsonl_file_of_prompts(tmp_path, kwargs):
 def _defender_rollout(tiny_lm_dir, algo: str, **extra):
     """A tiny defender learner of `algo` and one rollout of SafeDialogue-v0 against the
     uppercase judge (P(unsafe) grows with the reply's capitals)."""
-    from test_learners import _UppercaseJudge, tiny_config
+    from conftest import tiny_config
+    from test_learners import _UppercaseJudge
 
     from agents import LEARNERS
 
@@ -366,7 +367,8 @@ class _NewlineBias:
 def completion_rollout(tiny_lm_dir):
     """A tiny PPO defender in the completion format, its actor's line breaks made likely, and
     one rollout of two-turn dialogues against a scripted adversary."""
-    from test_learners import _UppercaseJudge, tiny_config
+    from conftest import tiny_config
+    from test_learners import _UppercaseJudge
 
     from agents import PPO, PPOConfig
 
@@ -469,7 +471,7 @@ def test_a_completion_defender_trains_on_the_ids_it_sampled(completion_rollout):
 
 
 def test_a_completion_defender_needs_an_env_of_its_format(tiny_lm_dir):
-    from test_learners import tiny_config
+    from conftest import tiny_config
 
     from agents import PPO, PPOConfig
 

@@ -1,4 +1,4 @@
-"""`OnPolicyLearner`: owns `learn -> collect_rollout -> train`, checkpoints and logging.
+"""`OnPolicyLearner`: owns `learn -> collect_rollout -> train`, its state and logging.
 
 A2C, PPO and RA-RLHF override `train` (their losses) and, for RA-RLHF, which trajectories
 an update uses.
@@ -7,11 +7,8 @@ an update uses.
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import random
-import shutil
 import time
 import warnings
 from collections import Counter
@@ -24,10 +21,18 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from agents.common.checkpoint import (
+    CheckpointError,
+    check_actor,
+    checkpoint_dir,
+    read_config,
+    read_state,
+    saved_update,
+    write_checkpoint,
+)
 from agents.common.config import LearnerConfig
 from agents.common.kl import AdaptiveKLController, FixedKLController, KLController
 from agents.common.logger import Logger
-from agents.common.lora import ADAPTER_FILES
 from agents.common.policy import ActorCritic
 from agents.common.rollout import Rollout, Segment, collect_rollout, turn_end_scores
 from agents.common.training import RunningMeanStd
@@ -37,19 +42,12 @@ from redteam_gym.adversary import (
 )
 from redteam_gym.envs.config import EnvConfig
 from redteam_gym.faults import ComponentError
-from redteam_gym.files import fsync_dir, fsync_tree
 from redteam_gym.interrupts import Interrupted, stop_on_sigint
 from redteam_gym.models import SamplingConfig, default_device, default_dtype, load_causal_lm
 from redteam_gym.models.generation import sample
 from redteam_gym.models.loading import quiet_progress
 from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.roles import ROLES
-
-_log = logging.getLogger(__name__)
-
-CHECKPOINT_FILES = ("config.json", "state.pt", "critic.pt", "actor")
-OLD_CHECKPOINT = ".checkpoint-old"
-"""Where `save` keeps the previous checkpoint while it renames the new one into place."""
 
 COLLAPSE_UNIQUE_SHARE = 0.25
 """A batch in which fewer than this share of utterances are distinct has collapsed."""
@@ -402,42 +400,28 @@ class OnPolicyLearner:
         pass
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a checkpoint directory atomically: a temporary directory renamed into place,
-        so an interrupted save leaves the previous checkpoint intact."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        ckpt = path / "checkpoint"
-        for stale in path.glob(".checkpoint-*-tmp"):  # left by a save that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = path / f".checkpoint-{os.getpid()}-tmp"
-        tmp.mkdir()
-        self.config.save(tmp / "config.json")
-        with quiet_progress():
-            self.policy.save_actor(tmp / "actor")
-        torch.save(self.policy.critic.state_dict(), tmp / "critic.pt")
-        torch.save(self.state_dict(), tmp / "state.pt")
-        # meta.json last: a directory that has it holds every file
-        (tmp / "meta.json").write_text(
-            json.dumps({"learner": type(self).__name__, "update": self.update_idx}, indent=2)
+        """Write a checkpoint directory atomically (`agents.common.checkpoint`): an
+        interrupted save leaves the previous checkpoint intact."""
+        return write_checkpoint(
+            path,
+            self._write_checkpoint_files,
+            {"learner": type(self).__name__, "update": self.update_idx},
         )
-        fsync_tree(tmp)  # the files are on disk before the rename makes them the checkpoint
-        old = path / OLD_CHECKPOINT
-        shutil.rmtree(old, ignore_errors=True)
-        if ckpt.exists():
-            ckpt.rename(old)
-        # a kill here leaves no checkpoint/ but a whole OLD_CHECKPOINT: loading restores it
-        tmp.rename(ckpt)
-        fsync_dir(path)
-        shutil.rmtree(old, ignore_errors=True)
-        return ckpt
+
+    def _write_checkpoint_files(self, directory: Path) -> None:
+        self.config.save(directory / "config.json")
+        with quiet_progress():
+            self.policy.save_actor(directory / "actor")
+        torch.save(self.policy.critic.state_dict(), directory / "critic.pt")
+        torch.save(self.state_dict(), directory / "state.pt")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], env: Any = None, **overrides: Any):
         """Rebuild a learner from `save(path)`: weights, optimizers, KL controller, schedule
         position, RNG states and config. `overrides` replace config fields (e.g. `device`)."""
         config = cls.load_config(path, **overrides)
-        ckpt = _checkpoint_dir(path)
-        _check_actor(ckpt / "actor", adapters=config.lora.enabled)
+        ckpt = checkpoint_dir(path)
+        check_actor(ckpt / "actor", adapters=config.lora.enabled)
         # the trained actor replaces the initial one; the reference stays the initial model
         learner = cls.__new__(cls)
         learner._init_from_checkpoint(config, env, ckpt)
@@ -447,27 +431,10 @@ class OnPolicyLearner:
     def load_config(cls, path: str | os.PathLike[str], **overrides: Any) -> LearnerConfig:
         """The config saved with the checkpoint at `path` (no weights loaded); `cls(config)`
         is then the run's initial, untrained policy."""
-        file = _checkpoint_dir(path) / "config.json"
-        data = _read_json(file)
-        saved_class = data.pop("class", cls.config_class.__name__)
-        if saved_class != cls.config_class.__name__:
-            raise ValueError(
-                f"{path} holds a {saved_class} checkpoint, not {cls.config_class.__name__}"
-            )
-        try:
-            return cls.config_class.from_dict({**data, **overrides})
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{file}: not a valid {saved_class}: {exc}") from exc
+        return read_config(path, cls.config_class, **overrides)
 
     def _init_from_checkpoint(self, config: LearnerConfig, env: Any, ckpt: Path) -> None:
-        critic = _torch_load(ckpt / "critic.pt", map_location="cpu")
-        state = _torch_load(ckpt / "state.pt", map_location="cpu", weights_only=False)
-        missing = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else None
-        if missing is None or missing:
-            raise CheckpointError(
-                f"{ckpt / 'state.pt'} is not a learner state: "
-                + (f"it lacks {missing}" if missing else f"it holds a {type(state).__name__}")
-            )
+        critic, state = read_state(ckpt)
         OnPolicyLearner.__init__(self, config, env, _actor_path=str(ckpt / "actor"))
         try:
             self.policy.critic.load_state_dict(critic)
@@ -515,108 +482,3 @@ def adamw(params, lr: float) -> torch.optim.AdamW:
     for group in opt.param_groups:
         group["initial_lr"] = lr
     return opt
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is incomplete or corrupt; the message names the file and what is wrong."""
-
-
-_STATE_KEYS = ("update_idx", "total_updates", "optimizers", "kl_ctl", "history", "rng")
-
-
-def _checkpoint_dir(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint directory of a run DIR (or the directory itself), checked complete."""
-    path = Path(path)
-    _restore_interrupted_swap(path)
-    for candidate in (path / "checkpoint", path):
-        present = [n for n in (*CHECKPOINT_FILES, "meta.json") if (candidate / n).exists()]
-        if not present:
-            continue
-        missing = [n for n in CHECKPOINT_FILES if not (candidate / n).exists()]
-        if missing:
-            raise CheckpointError(
-                f"checkpoint {candidate} is incomplete: {', '.join(missing)} missing "
-                f"(it holds {', '.join(sorted(p.name for p in candidate.iterdir()))})"
-            )
-        return candidate
-    raise FileNotFoundError(
-        f"no learner checkpoint in {path} (expected {path}/checkpoint/state.pt)"
-    )
-
-
-def _restore_interrupted_swap(path: Path) -> None:
-    """A save killed between its two renames leaves the previous checkpoint under
-    `OLD_CHECKPOINT` and none under `checkpoint/`: put the previous one back."""
-    old, ckpt = path / OLD_CHECKPOINT, path / "checkpoint"
-    if ckpt.exists() or not (old / "meta.json").is_file():
-        return
-    old.rename(ckpt)
-    fsync_dir(path)
-    _log.warning("%s: restored the previous checkpoint (a save was interrupted)", ckpt)
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{file} is not readable JSON ({exc}): the checkpoint is corrupt"
-        ) from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} holds a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _torch_load(file: Path, **kwargs: Any) -> Any:
-    try:
-        return torch.load(file, **kwargs)
-    except Exception as exc:  # truncated zip, bad pickle, ...: torch raises many kinds
-        size = file.stat().st_size if file.exists() else 0
-        raise CheckpointError(
-            f"{file} is truncated or corrupt ({size} bytes; {type(exc).__name__}: {exc})"
-        ) from exc
-
-
-def _check_actor(actor: Path, *, adapters: bool = False) -> None:
-    """The saved actor has a readable config and whole weight files (checked before the
-    model loads, whose own errors do not name the file): a whole LM, or with `adapters` (a
-    LoRA learner's) peft's adapter files."""
-    saved_adapters = (actor / ADAPTER_FILES[0]).exists()
-    if saved_adapters != adapters:
-        raise CheckpointError(
-            f"{actor} holds {'LoRA adapters' if saved_adapters else 'a whole model'}, but the "
-            f"config {'has' if adapters else 'has no'} LoRA (lora.rank)"
-        )
-    _read_json(actor / (ADAPTER_FILES[0] if adapters else "config.json"))
-    weights = [actor / ADAPTER_FILES[1]] if adapters else sorted(actor.glob("*.safetensors"))
-    if not weights or not weights[0].exists():
-        expected = ADAPTER_FILES[1] if adapters else "*.safetensors weights"
-        raise CheckpointError(f"{actor} has no {expected}")
-    from safetensors import safe_open
-
-    for file in weights:
-        try:
-            with safe_open(str(file), framework="pt"):
-                pass  # opening checks the header and that the data covers the whole file
-        except Exception as exc:
-            raise CheckpointError(
-                f"{file} is truncated or corrupt ({file.stat().st_size} bytes; {exc})"
-            ) from exc
-
-
-def saved_update(run_path: str | os.PathLike[str]) -> int | None:
-    """The update of the checkpoint in the run directory `run_path`, None when there is none."""
-    meta = Path(run_path) / "checkpoint" / "meta.json"
-    try:
-        return int(json.loads(meta.read_text())["update"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def checkpoint_learner_name(path: str | os.PathLike[str]) -> str:
-    """Which learner class wrote the checkpoint at `path`."""
-    file = _checkpoint_dir(path) / "meta.json"
-    learner = _read_json(file).get("learner")
-    if not isinstance(learner, str):
-        raise CheckpointError(f"{file} names no learner")
-    return learner

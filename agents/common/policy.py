@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -13,13 +13,19 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from agents.common.batch import TokenBatch
 from agents.common.lora import Adapters, add_adapters
+from agents.common.shared_bottom import (
+    batch_hidden,
+    boundary_layer,
+    can_share,
+    transformer_layers,
+)
 from redteam_gym.models import (
     PrefixCache,
     Samples,
     SamplingConfig,
     encode_chat,
-    left_pad,
     sample,
 )
 from redteam_gym.models.chat import encode_chat_continuation
@@ -28,19 +34,6 @@ from redteam_gym.models.thread import ThreadFormat
 
 if TYPE_CHECKING:
     from agents.common.config import LoRAConfig
-    from agents.common.rollout import TokenBatch
-
-
-def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
-    """The stack of decoder blocks of a causal LM (Llama/Qwen/Mistral/GPT-2 layouts)."""
-    base = getattr(model, "base_model", model)
-    for path in ("layers", "h", "decoder.layers", "model.layers", "transformer.h"):
-        module: object = base
-        for part in path.split("."):
-            module = getattr(module, part, None)
-        if isinstance(module, nn.ModuleList):
-            return module
-    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
 
 
 def freeze_bottom(model: PreTrainedModel, fraction: float) -> int:
@@ -182,43 +175,13 @@ class ActorCritic(nn.Module):
             return [self.thread.cut(t) for t in texts]
         return [t.strip() for t in texts]
 
-    @torch.no_grad()
     def share_bottom(self, reference: PreTrainedModel) -> bool:
-        """Let training start from `reference`'s boundary states when they are the actor's own.
-
-        The actor's frozen bottom (embeddings and the first `num_frozen_layers` blocks) is the
-        reference's bottom, unchanged by training, so the reference forward that scores a
-        rollout also yields the states at the boundary, and every epoch after it runs only the
-        trainable top layers. Shared when the frozen weights are equal and a small probe gives
-        the full forward's states through `top_layers`; otherwise training runs whole forwards.
-
-        With LoRA the reference is the actor itself with its adapters off: the bottom is shared
-        when it holds no adapters (it never does: they go on the top layers alone).
-        """
-        start = self.num_frozen_layers
-        self.shares_bottom = False
-        if start == 0 or start >= len(transformer_layers(self.actor)):
-            return False
-        if not _bottoms_equal(self.actor, reference, start):
-            return False
-        if any(p.requires_grad for p in _bottom_parameters(self.actor, start)):
-            return False  # a trained bottom (adapters in it) is no longer the reference's
-        probe = torch.arange(3, 15, device=self.device).remainder(self.actor.config.vocab_size)
-        input_ids = probe.reshape(2, 6)
-        attention_mask = torch.ones_like(input_ids)
-        attention_mask[1, 4:] = 0  # a right-padded row, as batches have
-        position_ids = torch.arange(6, device=self.device).expand(2, -1)
-        full = final_hidden(self.actor, input_ids, attention_mask, position_ids)
-        with self.adapters_off():
-            _, boundary = boundary_states(reference, start, input_ids, attention_mask, position_ids)
-        try:
-            top = top_layers(self.actor, boundary, attention_mask, position_ids, start)
-        except (TypeError, ValueError, AttributeError, RuntimeError):
-            return False
-        kept = attention_mask.bool()
-        tol = 1e-4 if full.dtype == torch.float32 else 2e-2
-        scale = full[kept].abs().max().clamp_min(1.0)
-        self.shares_bottom = bool(((top - full)[kept].abs().max() / scale) <= tol)
+        """Let training start from `reference`'s boundary states when they are the actor's own
+        (`agents.common.shared_bottom`): the frozen bottom is the reference's, and no LoRA
+        adapter sits in it (with LoRA the reference is the actor with its adapters off)."""
+        self.shares_bottom = can_share(
+            self.actor, reference, self.num_frozen_layers, reference_mode=self.adapters_off
+        )
         return self.shares_bottom
 
     def evaluate_batch(
@@ -231,18 +194,8 @@ class ActorCritic(nn.Module):
         shared bottom (`share_bottom`) and the batch's boundary states, the pass runs only
         the top layers.
         """
-        if self.shares_bottom and batch.boundary is not None:
-            hidden = top_layers(
-                self.actor,
-                batch.boundary,
-                batch.attention_mask,
-                batch.position_ids,
-                self.num_frozen_layers,
-            )
-        else:
-            hidden = final_hidden(
-                self.actor, batch.input_ids, batch.attention_mask, batch.position_ids
-            )
+        start = self.num_frozen_layers if self.shares_bottom else None
+        hidden = batch_hidden(self.actor, batch, start)
         states = states_before(hidden, batch.positions)
         log_dist = (token_logits(self.actor, states) / temperature).log_softmax(-1)
         values = self.value(states).float().masked_fill(~batch.mask, 0.0)
@@ -269,9 +222,7 @@ class ActorCritic(nn.Module):
         was_training = self.training
         self.eval()
         boundary = (
-            transformer_layers(self.actor)[self.num_frozen_layers - 1]
-            if self.shares_bottom
-            else None
+            boundary_layer(self.actor, self.num_frozen_layers) if self.shares_bottom else None
         )
         try:
             return sample(
@@ -291,96 +242,6 @@ class ActorCritic(nn.Module):
             self.train(was_training)
 
 
-def final_hidden(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    position_ids: torch.Tensor,
-) -> torch.Tensor:
-    """The model's final (normalised) hidden states `[B, N, hidden]`, without the output
-    projection, so that only the positions that need logits pay for the vocabulary."""
-    return model.base_model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-    ).last_hidden_state
-
-
-@contextlib.contextmanager
-def _layers_from(model: PreTrainedModel, start: int) -> Iterator[None]:
-    """Within the block, the model's decoder stack is its layers from `start` on."""
-    layers = transformer_layers(model)
-    owner = next(m for m in model.modules() if any(child is layers for child in m.children()))
-    name = next(n for n, child in owner.named_children() if child is layers)
-    setattr(owner, name, layers[start:])
-    try:
-        yield
-    finally:
-        setattr(owner, name, layers)
-
-
-def top_layers(
-    model: PreTrainedModel,
-    boundary: torch.Tensor,
-    attention_mask: torch.Tensor,
-    position_ids: torch.Tensor,
-    start: int,
-) -> torch.Tensor:
-    """The final hidden states from the input of layer `start` on: the model's own forward
-    with `boundary` as its input embeddings and its decoder stack cut to layers `start..`.
-
-    Right for models whose forward goes embeddings -> blocks -> norm with nothing added to
-    the input embeddings in between (Llama, Mistral, Qwen); `ActorCritic.share_bottom` checks
-    it on a probe before any learner relies on it.
-    """
-    with _layers_from(model, start):
-        return model.base_model(
-            inputs_embeds=boundary, attention_mask=attention_mask, position_ids=position_ids
-        ).last_hidden_state
-
-
-@torch.no_grad()
-def boundary_states(
-    model: PreTrainedModel,
-    start: int,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    position_ids: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass: `(final hidden states, the input states of layer start)`."""
-    captured: list[torch.Tensor] = []
-
-    def keep(_module, _args, output):
-        captured.append(output[0] if isinstance(output, tuple) else output)
-
-    hook = transformer_layers(model)[start - 1].register_forward_hook(keep)
-    try:
-        hidden = final_hidden(model, input_ids, attention_mask, position_ids)
-    finally:
-        hook.remove()
-    return hidden, captured[-1]
-
-
-def _bottom_parameters(model: PreTrainedModel, start: int) -> Iterator[nn.Parameter]:
-    """The parameters of the input embeddings and of the layers below `start`."""
-    yield from model.get_input_embeddings().parameters()
-    for layer in transformer_layers(model)[:start]:
-        yield from layer.parameters()
-
-
-def _bottoms_equal(actor: PreTrainedModel, reference: PreTrainedModel, start: int) -> bool:
-    bottom = zip(
-        transformer_layers(actor)[:start], transformer_layers(reference)[:start], strict=True
-    )
-    pairs = [(actor.get_input_embeddings(), reference.get_input_embeddings()), *bottom]
-    for mine, theirs in pairs:
-        a, b = list(mine.parameters()), list(theirs.parameters())
-        if len(a) != len(b) or any(
-            x.shape != y.shape or x.dtype != y.dtype or not torch.equal(x, y)
-            for x, y in zip(a, b, strict=True)
-        ):
-            return False
-    return True
-
-
 def states_before(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """The states `[B, L, hidden]` that predict the tokens at `positions` `[B, L]`: each one's
     previous position."""
@@ -396,58 +257,3 @@ def token_logits(model: PreTrainedModel, states: torch.Tensor) -> torch.Tensor:
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
-
-
-def response_logprobs(
-    model: PreTrainedModel,
-    prompts: Sequence[Sequence[int]],
-    responses: Sequence[Sequence[int]],
-    *,
-    pad_token_id: int,
-    temperature: float = 1.0,
-    value_head=None,
-    full: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One forward pass over `prompt + response` rows (left padded); the response tokens'
-    logprobs under `model` (and `value_head` of the states that produced them). With `full`,
-    the whole next-token log-distribution at each response position, `[N, T, vocab]`.
-
-    One pass per utterance, as learners scored rollouts before a dialogue became one sequence:
-    the tests hold `evaluate_batch` and the rollout's reference pass to it."""
-    rows = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
-    device = next(model.parameters()).device
-    input_ids, attention_mask = left_pad(rows, pad_token_id, device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    width = max(len(r) for r in responses)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        output_hidden_states=value_head is not None,
-        logits_to_keep=width + 1,
-    )
-    # rows are left padded, so every response ends at the last column: the `width` states
-    # before the end predict the (right-aligned) response tokens
-    logits = out.logits[:, -width - 1 : -1, :].float() / temperature
-    targets = input_ids[:, -width:]
-    log_dist = logits.log_softmax(-1)
-    logprobs_aligned = log_dist if full else log_dist.gather(-1, targets[..., None]).squeeze(-1)
-    values_aligned = None
-    if value_head is not None:
-        values_aligned = value_head(out.hidden_states[-1][:, -width - 1 : -1, :]).float()
-    # move each row's response to the left (right padding), the layout the losses use
-    lengths = torch.tensor([len(r) for r in responses], device=device)
-    mask = torch.arange(width, device=device)[None, :] < lengths[:, None]
-    index = (torch.arange(width, device=device)[None, :] + (width - lengths)[:, None]).clamp(
-        max=width - 1
-    )
-    if full:
-        logprobs = logprobs_aligned.gather(
-            1, index[..., None].expand(-1, -1, logprobs_aligned.shape[-1])
-        ).masked_fill(~mask[..., None], 0.0)
-    else:
-        logprobs = logprobs_aligned.gather(1, index).masked_fill(~mask, 0.0)
-    values = None
-    if values_aligned is not None:
-        values = values_aligned.gather(1, index).masked_fill(~mask, 0.0)
-    return logprobs, values, mask

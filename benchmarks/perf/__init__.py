@@ -10,19 +10,21 @@
 - `python -m benchmarks.perf.soak`: RSS after every reset over a few hundred conversations of
   the native vector env (a leak shows as a climb across resets).
 
-Results go to `benchmarks/results/perf-*.md`, each with the command that produced it.
+Results go to `benchmarks/results/perf-*.md`, each with the command that produced it. Every
+benchmark's `main` is `run_benchmark` over its own `measure` and `render`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "RESULT_PREFIX",
@@ -32,9 +34,12 @@ __all__ = [
     "load_average",
     "machine_info",
     "report_header",
+    "run_benchmark",
     "run_child",
     "write_report",
 ]
+
+_Result = TypeVar("_Result")
 
 RESULT_PREFIX = "RESULT "
 """A benchmark's child process prints its result as one line: this prefix, then JSON."""
@@ -136,3 +141,35 @@ def run_child(
     if not lines:
         raise RuntimeError(f"{label} printed no result line:\n{proc.stdout[-2000:]}")
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
+
+
+def run_benchmark(
+    module: str,
+    argv: Sequence[str] | None,
+    args: argparse.Namespace,
+    measure: Callable[[list[str]], _Result],
+    render: Callable[[str, dict[str, str], _Result], str],
+    child: Callable[[], Mapping[str, Any]] | None = None,
+) -> int:
+    """A perf benchmark's `main`, whatever it measures.
+
+    Sets torch's thread count when `args.torch_threads` is given. With `child` (the
+    benchmark's own subprocess), prints its result line for `run_child` and stops. Otherwise
+    notes the command (`python -m module ARGS`) and the machine, runs `measure(ARGS)`, notes
+    the load at the end, and writes `render(command, machine, result)` to `args.out`.
+    """
+    threads = getattr(args, "torch_threads", None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if child is not None:
+        emit_result(child())
+        return 0
+    raw = list(sys.argv[1:] if argv is None else argv)
+    command = command_line() if argv is None else " ".join(["python -m", module, *raw])
+    info = machine_info()
+    result = measure(raw)
+    info["load average (1/5/15 min) at end"] = load_average()
+    write_report(args.out, render(command, info, result))
+    return 0

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.perf import command_line, load_average, machine_info, report_header, write_report
+from benchmarks.perf import (
+    report_header,
+    run_benchmark,
+)
 
 MODULE = "benchmarks.perf.bf16_autocast"
 
@@ -29,13 +31,8 @@ MODULE = "benchmarks.perf.bf16_autocast"
 def measure(batch_size: int, length: int, repeats: int) -> dict[str, float]:
     import torch
 
-    from agents.common.policy import (
-        ActorCritic,
-        boundary_states,
-        states_before,
-        token_logits,
-        top_layers,
-    )
+    from agents.common.policy import ActorCritic, states_before, token_logits
+    from agents.common.shared_bottom import boundary_states, top_layers
     from redteam_gym.models import SMOLLM2, load_causal_lm
 
     torch.manual_seed(0)
@@ -90,11 +87,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.batch_size, args.length - 24, args.repeats) < 1:
         p.error("--batch-size and --repeats must be >= 1, --length > 24")
-    raw = list(sys.argv[1:] if argv is None else argv)
-    command = command_line() if argv is None else " ".join(["python -m", MODULE, *raw])
-    info = machine_info()
-    r = measure(args.batch_size, args.length, args.repeats)
-    info["load average (1/5/15 min) at end"] = load_average()
+    return run_benchmark(
+        MODULE,
+        argv,
+        args,
+        lambda _: measure(args.batch_size, args.length, args.repeats),
+        lambda command, info, r: render_report(args, command, info, r),
+    )
+
+
+def render_report(
+    args: argparse.Namespace, command: str, info: dict[str, str], r: dict[str, float]
+) -> str:
     lines = [
         *report_header("bf16 autocast on the CPU: one training epoch", command, info),
         f"Batch {args.batch_size} x {args.length} tokens, top layers from the boundary states, "
@@ -109,8 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"under autocast differ from fp32 by {r['mean_abs_diff']:.4f} nats on average and "
         f"{r['max_abs_diff']:.3f} at most.",
     ]
-    write_report(args.out, "\n".join(lines) + "\n")
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

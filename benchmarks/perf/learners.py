@@ -29,13 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.perf import (
-    command_line,
-    emit_result,
-    load_average,
-    machine_info,
     report_header,
+    run_benchmark,
     run_child,
-    write_report,
 )
 
 MODULE = "benchmarks.perf.learners"
@@ -151,18 +147,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
+    child = None
     if args.child:
         algo, turns = args.child
-        emit_result(_child(algo, int(turns), args))
-        return 0
+        child = lambda: _child(algo, int(turns), args)  # noqa: E731
+    return run_benchmark(
+        MODULE,
+        argv,
+        args,
+        lambda raw: measure(args, raw),
+        lambda command, info, rows: render_report(args, command, info, rows),
+        child=child,
+    )
 
-    raw = list(sys.argv[1:] if argv is None else argv)
-    command = command_line() if argv is None else " ".join(["python -m", MODULE, *raw])
-    info = machine_info()
+
+def measure(args: argparse.Namespace, raw: list[str]) -> list[tuple[str, int, dict[str, Any]]]:
+    """Each learner and turn count in a subprocess of its own: `(algo, turns, result)`."""
     rows = []
     for algo in args.algos:
         for turns in args.turns:
@@ -172,10 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             later = result["updates"][1:]
             per = statistics.median(u["rollout_s"] + u["train_s"] for u in later)
             print(f"    {per:.1f} s/update, peak {result['max_rss_mib']:.0f} MiB", flush=True)
-    info["load average (1/5/15 min) at end"] = load_average()
-    report = render_report(args, command, info, rows)
-    write_report(args.out, report)
-    return 0
+    return rows
 
 
 def render_report(

@@ -29,13 +29,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from benchmarks.perf import (
-    command_line,
-    emit_result,
-    load_average,
-    machine_info,
     report_header,
+    run_benchmark,
     run_child,
-    write_report,
 )
 
 ENV_ID = "RedTeamDialogue-v0"
@@ -149,47 +145,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
+    child = None
     if args.child:
         kind, *rest = args.child
-        result = _child_load() if kind == "load" else _child_step(int(rest[0]), int(rest[1]))
-        emit_result(result)
-        return 0
-
-    info = machine_info()
-    info["torch threads"] += (
-        " (set by --torch-threads)" if args.torch_threads else " (torch default)"
+        child = _child_load if kind == "load" else lambda: _child_step(int(rest[0]), int(rest[1]))
+    return run_benchmark(
+        MODULE,
+        argv,
+        args,
+        lambda _: measure(args),
+        lambda command, info, result: render_report(args, command, info, *result),
+        child=child,
     )
-    command = command_line() if argv is None else " ".join(["python -m", MODULE, *argv])
+
+
+Timed = tuple[dict[str, Any], float]
+
+
+def measure(args: argparse.Namespace) -> tuple[Path, int, Timed, list[Timed], Timed]:
+    """The loads and steps, each in a fresh subprocess over a new cache directory: the GGUF,
+    the cache's size, the first load, the cached loads, the steps."""
     cache = Path(tempfile.mkdtemp(prefix="redteam-gym-perf-cache-"))
     try:
         print(f"(a) first load, converting the GGUF into {cache} ...", flush=True)
-        first, first_wall = _run_child(["load"], cache, args.torch_threads)
-        print(f"    {first['load_s']:.1f}s", flush=True)
+        first = _run_child(["load"], cache, args.torch_threads)
+        print(f"    {first[0]['load_s']:.1f}s", flush=True)
         cached = []
         for i in range(args.cached_repeats):
             cached.append(_run_child(["load"], cache, args.torch_threads))
             print(f"(b) cached load {i}: {cached[-1][0]['load_s']:.2f}s", flush=True)
         print("(c, d) env steps and gym.make ...", flush=True)
-        step, step_wall = _run_child(
+        step = _run_child(
             ["step", str(args.steps), str(args.defender_max_new_tokens)], cache, args.torch_threads
         )
         cache_size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    info["load average (1/5/15 min) at end"] = load_average()
-
     from redteam_gym.models import embedded_gguf_path
 
-    gguf = embedded_gguf_path()
-    report = render_report(
-        args, command, info, gguf, cache_size, (first, first_wall), cached, (step, step_wall)
-    )
-    write_report(args.out, report)
-    return 0
+    return embedded_gguf_path(), cache_size, first, cached, step
 
 
 def _mean_sd(xs: Sequence[float]) -> str:
@@ -208,6 +202,11 @@ def render_report(
     step: tuple[dict[str, Any], float],
 ) -> str:
     (f, f_wall), (s, s_wall) = first, step
+    info = {
+        **info,
+        "torch threads": info["torch threads"]
+        + (" (set by --torch-threads)" if args.torch_threads else " (torch default)"),
+    }
     steps = s["step_s"]
     per_token = [t / max(k, 1) for t, k in zip(steps, s["reply_tokens"], strict=True)]
     lines = [

@@ -45,13 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.perf import (
-    command_line,
-    emit_result,
-    load_average,
-    machine_info,
     report_header,
+    run_benchmark,
     run_child,
-    write_report,
 )
 
 MODULE = "benchmarks.perf.ppo_vs_trl"
@@ -191,14 +187,9 @@ def _ours(job: dict[str, Any]) -> dict[str, Any]:
 def _floor(job: dict[str, Any], repeats: int = 3) -> dict[str, Any]:
     import torch
 
-    from agents.common.policy import (
-        ActorCritic,
-        boundary_states,
-        states_before,
-        token_logits,
-        top_layers,
-    )
-    from agents.common.rollout import Segment, TokenBatch
+    from agents.common.batch import Segment, TokenBatch
+    from agents.common.policy import ActorCritic, states_before, token_logits
+    from agents.common.shared_bottom import boundary_states, top_layers
     from redteam_gym.models import SMOLLM2, SamplingConfig, load_causal_lm
 
     actor, tokenizer = load_causal_lm(SMOLLM2, frozen=False)
@@ -278,18 +269,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.child:
-        import torch
+    return run_benchmark(
+        MODULE,
+        argv,
+        args,
+        lambda _: measure(args),
+        lambda command, info, result: render_report(args, command, info, *result),
+        child=(lambda: _child(args)) if args.child else None,
+    )
 
-        job = json.loads(Path(args.job).read_text(encoding="utf-8"))
-        torch.set_num_threads(job["threads"])
-        result = _ours(job) if args.child == "ours" else _floor(job)
-        emit_result(result)
-        return 0
 
-    raw = list(sys.argv[1:] if argv is None else argv)
-    command = command_line() if argv is None else " ".join(["python -m", MODULE, *raw])
-    info = machine_info()
+def _child(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    job = json.loads(Path(args.job).read_text(encoding="utf-8"))
+    torch.set_num_threads(job["threads"])
+    return _ours(job) if args.child == "ours" else _floor(job)
+
+
+def measure(
+    args: argparse.Namespace,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float]]:
+    """Alternating rounds of TRL's update and ours, then the floor, each in a subprocess."""
     trl_python = None if args.skip_trl else ensure_trl_venv(args.trl_venv)
     results: dict[str, list[dict[str, Any]]] = {"trl": [], "ours": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -308,10 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {statistics.median(results['ours'][-1]['seconds']):.1f} s/update")
         print("floor ...", flush=True)
         floor = run_child([*me, "--child", "floor"], "floor")
-    info["load average (1/5/15 min) at end"] = load_average()
-    report = render_report(args, command, info, results, floor)
-    write_report(args.out, report)
-    return 0
+    return results, floor
 
 
 def render_report(

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.perf import command_line, load_average, machine_info, report_header, write_report
+from benchmarks.perf import (
+    report_header,
+    run_benchmark,
+)
 from benchmarks.perf.vector_env import UTTERANCES
 
 MODULE = "benchmarks.perf.soak"
@@ -195,18 +198,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    command = command_line() if argv is None else " ".join(["python -m", MODULE, *argv])
-    info = machine_info()
+    return run_benchmark(
+        MODULE,
+        argv,
+        args,
+        lambda _: measure(args),
+        lambda command, info, result: render_report(args, command, info, *result),
+    )
+
+
+def measure(
+    args: argparse.Namespace,
+) -> tuple[list[int], list[float], list[tuple[float, int]], float]:
+    """`run`, with its summary printed."""
     started, series, live, seconds = run(args)
-    info["load average (1/5/15 min) at end"] = load_average()
     warm = min(args.warmup, len(series) - 1)
     slope = slope_per_100(started[warm:], series[warm:])
     print(
         f"RSS first {series[0]:.1f} MiB, last {series[-1]:.1f} MiB, max {max(series):.1f} MiB, "
         f"slope {slope:+.2f} MiB per 100 conversations (after {warm} warm-up resets)"
     )
-    write_report(args.out, render_report(args, command, info, started, series, live, seconds))
-    return 0
+    return started, series, live, seconds
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import command_line, load_average, machine_info, write_report
+from benchmarks.perf import run_benchmark
 
 ENV_ID = "RedTeamDialogue-v0"
 MODULE = "benchmarks.perf.vector_env"
@@ -267,13 +267,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.torch_threads is not None:
-        import torch
+    return run_benchmark(
+        MODULE,
+        argv,
+        args,
+        lambda _: measure(args),
+        lambda command, info, result: render_report(args, command, info, *result),
+    )
 
-        torch.set_num_threads(args.torch_threads)
-    info = machine_info()
-    command = command_line() if argv is None else " ".join(["python -m", MODULE, *argv])
 
+def measure(
+    args: argparse.Namespace,
+) -> tuple[dict[str, float], dict[str, Counters], tuple[int, dict[str, float]] | None, str | None]:
+    """Both vector envs, built and timed side by side: their build times, the counters, and
+    with `--diagnose` / `--profile` the batching ceiling and a profile."""
     import gymnasium as gym
 
     import redteam_gym  # noqa: F401  (registers the env id)
@@ -329,7 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{c.per_repeat_tokens[-1] / elapsed:6.1f} tokens/s",
                 flush=True,
             )
-    info["load average (1/5/15 min) at end"] = load_average()
 
     scaling = None
     if args.diagnose:
@@ -339,11 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         scaling = (context, decode_scaling(model, args.num_envs, context))
     profile = profile_native(native, args) if args.profile else None
 
-    report = render_report(args, command, info, build, meter.counters, scaling, profile)
-    write_report(args.out, report)
     native.close()
     sync.close()
-    return 0
+    return build, meter.counters, scaling, profile
 
 
 def _rate(count: float, seconds: float) -> float:

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from redteam_gym.files import read_jsonl
+
 DATA_DIR = Path("benchmarks/data/defender-risk")
 ALGOS = ("ppo", "ra-rlhf")
 ALPHAS = (0.1, 0.2)
@@ -166,10 +168,6 @@ def sample_replies(
             )
     env.close()
     return rows
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -580,7 +578,9 @@ def machine() -> dict[str, str]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The study's settings, checked: the held-out prompts share no id with the training
+    prompts."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="where to write the results")
     parser.add_argument(
@@ -630,10 +630,6 @@ def main(argv: list[str] | None = None) -> int:
         from redteam_gym.models import SMOLLM2
 
         args.model = SMOLLM2
-    started = time.time()
-    out: Path = args.out
-    (out / "evals").mkdir(parents=True, exist_ok=True)
-    (out / "train").mkdir(parents=True, exist_ok=True)
     from redteam_gym.prompts.corpus import load_openers
 
     heldout = load_openers(str(args.heldout), split="eval", max_chars=None)
@@ -641,42 +637,52 @@ def main(argv: list[str] | None = None) -> int:
     overlap = train_ids & {o.id for o in heldout}
     if overlap:
         parser.error(f"{len(overlap)} prompt ids are in both files, e.g. {sorted(overlap)[0]}")
-    prompt_ids = [o.id for o in heldout]
+    return args
 
-    def evaluate(name: str, defender: Any) -> list[dict[str, Any]]:
-        env_config = defender.config.env.replace(
-            prompts=str(args.heldout), split="eval", device=str(defender.device)
-        )
-        t0 = time.time()
-        rows = sample_replies(
-            defender,
-            env_config,
-            prompt_ids,
-            replies=args.replies,
-            batch_size=args.eval_batch_size,
-            seed=args.eval_seed,
-            progress=not args.no_progress,
-        )
-        print(f"{name}: {len(rows)} replies in {time.time() - t0:.0f} s", file=sys.stderr)
-        write_jsonl(out / "evals" / f"{name}.jsonl", rows)
-        return rows
 
+def evaluate(
+    args: argparse.Namespace, name: str, defender: Any, prompt_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """`defender`'s replies to the held-out prompts, written to `OUT/evals/NAME.jsonl`."""
+    env_config = defender.config.env.replace(
+        prompts=str(args.heldout), split="eval", device=str(defender.device)
+    )
+    t0 = time.time()
+    rows = sample_replies(
+        defender,
+        env_config,
+        prompt_ids,
+        replies=args.replies,
+        batch_size=args.eval_batch_size,
+        seed=args.eval_seed,
+        progress=not args.no_progress,
+    )
+    print(f"{name}: {len(rows)} replies in {time.time() - t0:.0f} s", file=sys.stderr)
+    write_jsonl(args.out / "evals" / f"{name}.jsonl", rows)
+    return rows
+
+
+def train_and_evaluate(
+    args: argparse.Namespace, prompt_ids: Sequence[str]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
+    """The evaluated replies of the initial defender and of every (algo, seed) run, by name,
+    and the run names of each algo. Resumable: what a run already finished is read back."""
     from agents import saved_update
 
     evals: dict[str, list[dict[str, Any]]] = {}
-    path = out / "evals" / "initial.jsonl"
+    path = args.out / "evals" / "initial.jsonl"
     if path.is_file():
         evals["initial"] = read_jsonl(path)
     else:
         initial = learner_class("ppo")(learner_config(args, "ppo", args.seeds[0]))
-        evals["initial"] = evaluate("initial", initial)
+        evals["initial"] = evaluate(args, "initial", initial, prompt_ids)
         del initial
     groups: dict[str, list[str]] = {a: [] for a in args.algos}
     for seed in args.seeds:
         for algo in args.algos:
             name = f"{algo}-s{seed}"
             run_dir = args.runs / name
-            path = out / "evals" / f"{name}.jsonl"
+            path = args.out / "evals" / f"{name}.jsonl"
             done = saved_update(run_dir)
             if done is not None and done >= args.updates and path.is_file():
                 evals[name] = read_jsonl(path)  # trained and evaluated before a resume
@@ -685,49 +691,40 @@ def main(argv: list[str] | None = None) -> int:
                 learner = train(args, algo, seed, run_dir)
                 what = "loaded" if done is not None and done >= args.updates else "trained"
                 print(f"{name}: {what} in {time.time() - t0:.0f} s", file=sys.stderr)
-                write_jsonl(out / "train" / f"{name}-metrics.jsonl", learner.history)
-                evals[name] = evaluate(name, learner)
+                write_jsonl(args.out / "train" / f"{name}-metrics.jsonl", learner.history)
+                evals[name] = evaluate(args, name, learner, prompt_ids)
                 del learner
                 gc.collect()
             groups[algo].append(name)
+    return evals, groups
 
-    # the prompts' risk from the harvest's own samples of the initial defender (another seed),
-    # so the first quantile bin is not chosen on the evaluated replies' luck
-    lines = read_jsonl(args.heldout)
-    harvest = {str(x.get("id")): x.get("harvest_p_mean") for x in lines}
-    ranked = all(isinstance(harvest.get(pid), (int, float)) for pid in prompt_ids)
-    risk = -np.asarray([harvest[pid] for pid in prompt_ids]) if ranked else None
-    summary = summarize(
-        evals,
-        prompt_ids,
-        groups=groups,
-        num_bins=args.bins,
-        bootstrap=args.bootstrap,
-        seed=args.eval_seed,
-        risk=risk,
-    )
-    summary["quantile_rank"] = "harvest_p_mean" if ranked else "initial mean reward"
-    command = "python -m benchmarks.studies.defender_risk " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    summary["command"] = command
-    summary["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    summary["machine"] = machine()
-    summary["wall_s"] = time.time() - started
-    from redteam_gym.files import atomic_write
 
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    plot(summary, evals, out / "plots")
-    prompts = {o.id: o.text for o in heldout}
-    if risk is None:
-        risk = matrix(evals["initial"], prompt_ids, "reward").mean(axis=1)
+def harvest_risk(heldout: Path, prompt_ids: Sequence[str]) -> np.ndarray | None:
+    """The prompts' risk (lower: riskier) from the harvest's own samples of the initial
+    defender (another seed), so the first quantile bin is not chosen on the evaluated
+    replies' luck; None when the prompt file does not record it for every prompt."""
+    harvest = {str(x.get("id")): x.get("harvest_p_mean") for x in read_jsonl(heldout)}
+    if not all(isinstance(harvest.get(pid), (int, float)) for pid in prompt_ids):
+        return None
+    return -np.asarray([harvest[pid] for pid in prompt_ids])
+
+
+def report(
+    args: argparse.Namespace,
+    summary: dict[str, Any],
+    evals: dict[str, list[dict[str, Any]]],
+    prompts: dict[str, str],
+    prompt_ids: Sequence[str],
+    risk: np.ndarray,
+) -> list[str]:
+    """`report.md`'s lines: the settings, the tables, the plots and sample replies to the
+    three riskiest prompts (lowest `risk`)."""
     riskiest = [prompt_ids[i] for i in np.argsort(risk, kind="stable")[:3]]
-    report = [
+    return [
         "# Defender risk: PPO and RA-RLHF defenders on the harvested toxic prompts",
         "",
         "```",
-        command,
+        summary["command"],
         "```",
         "",
         f"Date {summary['date']}; machine: `{summary['machine']['uptime']}` "
@@ -750,7 +747,45 @@ def main(argv: list[str] | None = None) -> int:
             evals, prompts, riskiest, {k: d["profile"] for k, d in summary["defenders"].items()}
         ),
     ]
-    atomic_write(out / "report.md", "\n".join(report) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    out: Path = args.out
+    (out / "evals").mkdir(parents=True, exist_ok=True)
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    from redteam_gym.files import atomic_write
+    from redteam_gym.prompts.corpus import load_openers
+
+    heldout = load_openers(str(args.heldout), split="eval", max_chars=None)
+    prompt_ids = [o.id for o in heldout]
+    evals, groups = train_and_evaluate(args, prompt_ids)
+    risk = harvest_risk(args.heldout, prompt_ids)
+    summary = summarize(
+        evals,
+        prompt_ids,
+        groups=groups,
+        num_bins=args.bins,
+        bootstrap=args.bootstrap,
+        seed=args.eval_seed,
+        risk=risk,
+    )
+    summary["quantile_rank"] = "harvest_p_mean" if risk is not None else "initial mean reward"
+    summary["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    summary["command"] = "python -m benchmarks.studies.defender_risk " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    summary["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    summary["machine"] = machine()
+    summary["wall_s"] = time.time() - started
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    plot(summary, evals, out / "plots")
+    if risk is None:
+        risk = matrix(evals["initial"], prompt_ids, "reward").mean(axis=1)
+    prompts = {o.id: o.text for o in heldout}
+    lines = report(args, summary, evals, prompts, prompt_ids, risk)
+    atomic_write(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(tables(summary)))
     return 0
 

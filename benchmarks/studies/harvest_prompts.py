@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from redteam_gym.files import read_jsonl
+
 RESULTS = Path("benchmarks/results")
 
 
@@ -62,10 +64,7 @@ def candidates_of(files: Sequence[Path], root: Path = Path(".")) -> list[dict[st
     out = []
     for path in files:
         judge = recorded_judge(path)
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            rollout = json.loads(line)
+        for rollout in read_jsonl(path):
             for turn in rollout["turns"]:
                 out.append(
                     {

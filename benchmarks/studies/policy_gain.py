@@ -25,6 +25,7 @@ import numpy as np
 
 from benchmarks.runner import evaluate
 from benchmarks.suites import Suite
+from redteam_gym.files import read_jsonl
 
 
 def run_suite(config: Any, rollouts: int, seed: int) -> Suite:
@@ -41,8 +42,7 @@ def run_suite(config: Any, rollouts: int, seed: int) -> Suite:
 
 def returns_of(eval_dir: Path) -> tuple[np.ndarray, list[str]]:
     """Episode returns and openers of an eval DIR's conversations, in rollout order."""
-    lines = (eval_dir / "rollouts.jsonl").read_text().splitlines()
-    rows = sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["rollout"])
+    rows = sorted(read_jsonl(eval_dir / "rollouts.jsonl"), key=lambda r: r["rollout"])
     return np.asarray([r["return"] for r in rows]), [r["opener"] for r in rows]
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from redteam_gym.files import read_jsonl
 from redteam_gym.judges.replies import reply_id
 
 PROVOCATIONS = (
@@ -210,7 +211,7 @@ def select(
             items.setdefault(item["id"], item)
     done = set()
     if exclude is not None and exclude.exists():
-        done = {json.loads(line)["id"] for line in exclude.read_text().splitlines() if line}
+        done = {row["id"] for row in read_jsonl(exclude)}
     pool = [i for i in items.values() if i["id"] not in done]
     scores = score(pool, judges)
     rng = np.random.default_rng(seed)
@@ -298,10 +299,8 @@ def build(items: Sequence[Path], first: Path, second: Path, third: Path, out: Pa
 
     drawn: dict[str, dict[str, Any]] = {}
     for path in items:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                item = json.loads(line)
-                drawn.setdefault(item["id"], item)
+        for item in read_jsonl(path):
+            drawn.setdefault(item["id"], item)
     a, b = _read_dir(first), _read_dir(second)
     c = _read_dir(third) if third.is_dir() else {}
     missing = [i for i in drawn if i not in a or i not in b]
@@ -352,7 +351,7 @@ def stats(path: Path) -> None:
     """The data card's counts: by split, source, format, turn, how drawn, and category."""
     from collections import Counter
 
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path)
 
     def table(key: Any, title: str) -> None:
         total: Counter[str] = Counter()

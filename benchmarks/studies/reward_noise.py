@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from redteam_gym.files import read_jsonl
+
 
 def _components(rewards: np.ndarray) -> tuple[float, float, float]:
     """Unbiased (possibly negative) ANOVA estimates of the opener, utterance, reply variances."""
@@ -151,7 +153,7 @@ def _seed(*words: int) -> int:
 def load_adversary_and_env(spec: str, initial: bool) -> tuple[Any, Any]:
     """The adversary to probe and the learner config whose env settings to use."""
     from agents import LEARNERS, LearnerConfig
-    from agents.common.base import checkpoint_learner_name
+    from agents.common.checkpoint import checkpoint_learner_name
 
     path = Path(spec)
     if path.is_dir():
@@ -226,7 +228,7 @@ def summarize(out: Path, examples: int = 10) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: is {out} a reward_noise output DIR?")
     result = json.loads(settings_path.read_text())
-    records = [json.loads(line) for line in samples_path.read_text().splitlines() if line]
+    records = read_jsonl(samples_path)
     shape = (result["openers"], result["utterances"], result["replies"])
     rewards = np.asarray([r["rewards"] for r in records], dtype=np.float64).reshape(shape)
     result["components"] = decompose(rewards, seed=result["seed"])

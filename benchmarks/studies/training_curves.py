@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from redteam_gym.files import read_jsonl
+
 PANELS = (
     (
         "objective/scores",
@@ -51,7 +53,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a training run directory?")
-    return [json.loads(line) for line in path.open() if line.strip()]
+    return read_jsonl(path)
 
 
 def moving_average(x: np.ndarray, window: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -46,8 +46,6 @@ RESET_OPTIONS = frozenset({"opener_id", "opener_index"})
 ACTION_MAX_CHARS = 8_192
 """Longest utterance accepted as an action (it is then cut to `max_utterance_tokens`)."""
 
-"""What token-level and LM adversaries send when their utterance decodes to nothing."""
-
 
 def text_space(max_length: int, min_length: int = 0) -> spaces.Text:
     return spaces.Text(max_length=max_length, min_length=min_length, charset=CHARSET)
@@ -75,6 +73,54 @@ class TurnResult:
     terminated: bool
     truncated: bool
     info: dict[str, Any]
+
+
+Chat = list[dict[str, str]]
+_Rows = TypeVar("_Rows", np.ndarray, list[Any])
+
+
+@dataclass
+class JudgeBatch:
+    """The conversations of one step's judge call, in named blocks.
+
+    A step scores its replies, its utterances and whatever the reward's terms ask for in ONE
+    judge call; each block records its rows, so a reader asks for `rows("joint", p)` and
+    never counts offsets that depend on which terms are on. The engine's blocks, in order:
+    `"defender"` (each reply in its conversation), `"adversary"` (each utterance in its
+    conversation), `"joint"` (utterance and reply as one text; only with the `joint` term) and
+    `"echo"` (the replies with their echoes removed, one per `echo_rows` dialogue).
+    """
+
+    chats: list[Chat] = field(default_factory=list)
+    """Every conversation of the call, block after block."""
+    blocks: dict[str, slice] = field(default_factory=dict)
+    """Each block's rows in `chats`."""
+    echoed: list[str | None] = field(default_factory=list)
+    """Per dialogue, its reply with the echoes removed, or None (nothing echoed, or no
+    `echo` term)."""
+
+    def add(self, name: str, chats: Sequence[Chat]) -> None:
+        """Append a block."""
+        if name in self.blocks:
+            raise ValueError(f"the judge batch already holds a {name!r} block")
+        start = len(self.chats)
+        self.chats.extend(chats)
+        self.blocks[name] = slice(start, len(self.chats))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.blocks
+
+    def rows(self, name: str, values: _Rows) -> _Rows:
+        """A block's rows of `values`, one per conversation of the call (its scores or
+        categories)."""
+        if len(values) != len(self.chats):
+            raise ValueError(f"{len(values)} values for a judge batch of {len(self.chats)}")
+        return values[self.blocks[name]]
+
+    @property
+    def echo_rows(self) -> list[int]:
+        """The dialogues whose reply echoes the utterance: those the `"echo"` block holds."""
+        return [i for i, text in enumerate(self.echoed) if text]
 
 
 class DialogueEngine:
@@ -223,23 +269,40 @@ class DialogueEngine:
     def step(
         self,
         dialogues: Sequence[Dialogue],
-        utterances: Sequence[str | None],
+        utterances: Sequence[str],
         generator: torch.Generator | None,
     ) -> list[TurnResult]:
-        """Advance each dialogue by one turn: one defender batch, one judge batch.
+        """Advance each dialogue by one turn: its adversary utterance (cut to
+        `max_utterance_tokens`) joins the transcript, then one defender batch and one judge
+        batch."""
+        clipped = [self.clip_utterance(u) for u in utterances]
+        for d, (text, _) in zip(dialogues, clipped, strict=True):
+            d.transcript.append({"role": ADVERSARY, "content": text})
+        return self._turn(dialogues, clipped, generator, added=True)
 
-        A None utterance adds no adversary message: the defender answers the conversation as
-        it stands (a prompt alone, in `SafeDialogue-v0`'s prompt mode), and the adversary's
-        scores are those of the last message before the reply."""
+    def answer(
+        self, dialogues: Sequence[Dialogue], generator: torch.Generator | None
+    ) -> list[TurnResult]:
+        """Advance each dialogue by one turn whose user message is already in its transcript
+        (the defender as the agent: `SafeDialogue-v0` and the game). The defender answers the
+        conversation as it stands, and the adversary's scores are those of the last message
+        before the reply (the opener alone, in `SafeDialogue-v0`'s prompt mode)."""
+        said = [(d.transcript[-1]["content"], False) for d in dialogues]
+        return self._turn(dialogues, said, generator, added=False)
+
+    def _turn(
+        self,
+        dialogues: Sequence[Dialogue],
+        said: Sequence[tuple[str, bool]],
+        generator: torch.Generator | None,
+        *,
+        added: bool,
+    ) -> list[TurnResult]:
+        """The reply, the scores and the reward of a turn whose user message, `said` (text,
+        truncated), ends each transcript; `added` says whether this turn put it there."""
         if not dialogues:
             return []
-        clipped = [
-            self.clip_utterance(u) if u is not None else (d.transcript[-1]["content"], False)
-            for d, u in zip(dialogues, utterances, strict=True)
-        ]
-        for d, u, (text, _) in zip(dialogues, utterances, clipped, strict=True):
-            if u is not None:
-                d.transcript.append({"role": ADVERSARY, "content": text})
+        texts = [text for text, _ in said]
         replies = self.respond([self.defender_view(d.transcript) for d in dialogues], generator)
         adversary_views = [judge_view(d.transcript) for d in dialogues]
         # what came before each utterance (the last message, whether added here or not)
@@ -248,41 +311,32 @@ class DialogueEngine:
         if self.reward.config.uses("likelihood"):
             likelihood = self.defender.log_likelihood(  # type: ignore[attr-defined]
                 [self.defender_view(d.transcript) for d in dialogues],
-                [len(text) for text, _ in clipped],
-                score_chars=self.reward.novel_spans([text for text, _ in clipped], contexts),
+                [len(text) for text in texts],
+                score_chars=self.reward.novel_spans(texts, contexts),
             )
         for d, reply in zip(dialogues, replies, strict=True):
             d.transcript.append({"role": DEFENDER, "content": reply})
-        n = len(dialogues)
-        texts = [text for text, _ in clipped]
-        # one judge call: replies, utterances, then what the reward terms ask for
-        chats = [judge_view(d.transcript) for d in dialogues] + adversary_views
-        joint = self.reward.config.uses("joint")
-        if joint:
-            chats += [
-                [{"role": "user", "content": f"{u}\n\n{r}"}]
-                for u, r in zip(texts, replies, strict=True)
-            ]
-        stripped = self.reward.echo_texts(texts, replies)
-        echo_rows = [i for i, t in enumerate(stripped) if t]
-        chats += [
-            [*chats[i][:-1], {"role": "assistant", "content": stripped[i] or ""}] for i in echo_rows
-        ]
-        scores = self.score(chats)
+        batch = self.judge_batch(
+            texts, replies, [judge_view(d.transcript) for d in dialogues], adversary_views
+        )
+        scores = self.score(batch.chats)
         p = scores.p_unsafe
-        cats = scores.categories or [[] for _ in range(len(chats))]
+        cats = scores.categories or [[] for _ in batch.chats]
+        p_def, p_adv = batch.rows(DEFENDER, p), batch.rows(ADVERSARY, p)
         p_novel = None
         if self.reward.config.uses("echo"):
             # nothing echoed: the reply's own p; only echoes: an empty reply, p = 0
-            p_novel = np.where([t is None for t in stripped], p[:n], 0.0)
-            p_novel[echo_rows] = p[len(chats) - len(echo_rows) :]
+            p_novel = np.where([t is None for t in batch.echoed], p_def, 0.0)
+            p_novel[batch.echo_rows] = batch.rows("echo", p)
         terms = self.reward(
             StepScores(
                 utterances=texts,
-                p_defender=p[:n],
-                p_adversary=p[n : 2 * n],
-                defender_categories=scores.categories[:n] if scores.categories else None,
-                p_joint=p[2 * n : 3 * n] if joint else None,
+                p_defender=p_def,
+                p_adversary=p_adv,
+                defender_categories=(
+                    batch.rows(DEFENDER, scores.categories) if scores.categories else None
+                ),
+                p_joint=batch.rows("joint", p) if "joint" in batch else None,
                 p_novel=p_novel,
                 likelihood=likelihood,
                 replies=list(replies),
@@ -293,30 +347,61 @@ class DialogueEngine:
                 ),
             )
         )
+        def_cats, adv_cats = batch.rows(DEFENDER, cats), batch.rows(ADVERSARY, cats)
         results = []
         for i, d in enumerate(dialogues):
             d.turn += 1
-            p_def, p_adv = float(p[i]), float(p[n + i])
-            unsafe = p_def >= self.unsafe_threshold
+            unsafe = float(p_def[i]) >= self.unsafe_threshold
             terminated = bool(self.terminate_on_unsafe and unsafe)
             truncated = not terminated and d.turn >= self.max_turns
             d.done = terminated or truncated
             info = {
                 "turn": d.turn,
                 "defender_response": replies[i],
-                "defender_unsafe_prob": p_def,
-                "adversary_unsafe_prob": p_adv,
-                "defender_categories": list(cats[i]),
-                "adversary_categories": list(cats[n + i]),
+                "defender_unsafe_prob": float(p_def[i]),
+                "adversary_unsafe_prob": float(p_adv[i]),
+                "defender_categories": list(def_cats[i]),
+                "adversary_categories": list(adv_cats[i]),
                 "defender_unsafe": unsafe,
                 "reward_terms": terms[i],
-                "utterance": clipped[i][0] if utterances[i] is not None else None,
-                "utterance_truncated": clipped[i][1],
+                "utterance": said[i][0] if added else None,
+                "utterance_truncated": said[i][1],
                 "opener_id": d.opener.id,
                 "transcript": [dict(m) for m in d.transcript],
             }
             results.append(TurnResult(sum(terms[i].values()), terminated, truncated, info))
         return results
+
+    def judge_batch(
+        self,
+        utterances: Sequence[str],
+        replies: Sequence[str],
+        reply_chats: Sequence[Chat],
+        utterance_chats: Sequence[Chat],
+    ) -> JudgeBatch:
+        """Everything one step asks of the judge: each reply and each utterance in its
+        conversation, then what the reward's terms need, the utterance and the reply as one
+        text (`joint`) and the replies with their echoes removed (`echo`)."""
+        batch = JudgeBatch()
+        batch.add(DEFENDER, reply_chats)
+        batch.add(ADVERSARY, utterance_chats)
+        if self.reward.config.uses("joint"):
+            batch.add(
+                "joint",
+                [
+                    [{"role": "user", "content": f"{u}\n\n{r}"}]
+                    for u, r in zip(utterances, replies, strict=True)
+                ],
+            )
+        batch.echoed = self.reward.echo_texts(utterances, replies)
+        batch.add(
+            "echo",
+            [
+                [*reply_chats[i][:-1], {"role": "assistant", "content": batch.echoed[i] or ""}]
+                for i in batch.echo_rows
+            ],
+        )
+        return batch
 
     def respond(
         self, conversations: list[list[dict[str, str]]], generator: torch.Generator | None
@@ -377,10 +462,6 @@ class DialogueEngine:
             "opener_topic": dialogue.opener.topic,
             "transcript": [dict(m) for m in dialogue.transcript],
         }
-
-    @property
-    def defender_model_name(self) -> str:
-        return getattr(self.defender, "name", type(self.defender).__name__)
 
 
 def _join_judge_outputs(parts: list[Any]) -> JudgeOutput:

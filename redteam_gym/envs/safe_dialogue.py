@@ -90,13 +90,13 @@ class SafeDialogueEngine(DialogueEngine):
     def step(
         self,
         dialogues: Sequence[Dialogue],
-        utterances: Sequence[str | None],
+        utterances: Sequence[str],
         generator: torch.Generator | None,
     ) -> list[TurnResult]:
-        """One turn of the agent's `replies` (passed where the adversary env passes its
-        utterances): the user message is already in each transcript."""
+        """One turn of the agent's replies (passed where the adversary env passes its
+        utterances): the user message is already in each transcript, so the engine answers."""
         self.agent.replies = [str(r) for r in utterances]
-        results = super().step(dialogues, [None] * len(dialogues), generator)
+        results = self.answer(dialogues, generator)
         if self.adversary is None:
             # a prompt and its reply are the whole task: the episode ends there by nature,
             # not at a time limit

@@ -4,8 +4,8 @@
 
 | spec | judge |
 |---|---|
-| `"profanity"` (default) | `ProfanityJudge`: PyPI `alt-profanity-check`, offline, microseconds |
-| `"semantic"` | `SemanticJudge`: all-MiniLM-L6-v2 fine-tuned on the project's labelled corpus, offline, categories |
+| `"profanity"` | `ProfanityJudge`: PyPI `alt-profanity-check`, offline, microseconds |
+| `"semantic"` (default) | `SemanticJudge`: all-MiniLM-L6-v2 fine-tuned on the project's labelled corpus, offline, categories |
 | `"toxblock"` | `ToxBlockJudge`: PyPI `tox-block`'s Jigsaw BiLSTM in torch, offline, 6 labels |
 | `"llama-guard"` | `LlamaGuardJudge` on `meta-llama/Llama-Guard-3-1B` |
 | `"llama-guard:<id or path>"` | `LlamaGuardJudge` on that causal LM (`llama-guard:smollm2-135m-instruct` is an offline stand-in) |

@@ -11,11 +11,12 @@ old ones between splits.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from redteam_gym.judges.llama_guard import LLAMA_GUARD_CATEGORIES
 
@@ -153,3 +154,12 @@ def load_corpus(split: Split = "all", directory: str | Path = CORPUS_DIR) -> lis
     if not items:
         raise ValueError(f"no labelled items in {directory} (expected *.jsonl files)")
     return items if split == "all" else [x for x in items if x.split == split]
+
+
+def corpus_dataset(split: Split = "all", directory: str | Path = CORPUS_DIR) -> Any:
+    """`load_corpus` as a `datasets.Dataset`: one row per item, its `split` a column."""
+    from redteam_gym.hf_datasets import records_dataset
+
+    return records_dataset(
+        {**dataclasses.asdict(item), "split": item.split} for item in load_corpus(split, directory)
+    )

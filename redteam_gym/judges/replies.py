@@ -13,6 +13,7 @@ worlds table and the eval suites run on those openers), the rest train the judge
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -108,3 +109,13 @@ def load_replies(split: str | None = None, path: str | Path | None = None) -> li
         if split is None or item.split == split:
             out.append(item)
     return out
+
+
+def replies_dataset(split: str | None = None, path: str | Path | None = None) -> Any:
+    """`load_replies` as a `datasets.Dataset`: one row per labelled reply, its conversation a
+    list of `{role, content}` and its `reply` a column of its own."""
+    from redteam_gym.hf_datasets import records_dataset
+
+    return records_dataset(
+        {**dataclasses.asdict(r), "reply": r.reply} for r in load_replies(split, path)
+    )

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redteam_gym.hf_datasets import is_local_dataset
+
 logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
@@ -162,9 +164,11 @@ def load_openers(
 
     Args:
         source: ``"builtin"``, a ConvoKit corpus directory, the name of a ConvoKit
-            corpus already downloaded (never downloaded here), or a JSONL file of prompts:
+            corpus already downloaded (never downloaded here), a JSONL file of prompts:
             one object per line with ``prompt`` (or ``text``), and optionally ``id``,
-            ``split`` and ``topic``.
+            ``split`` and ``topic``, or a local Hugging Face dataset with the same columns
+            (a ``save_to_disk`` directory, or a ``.json``/``.csv``/``.parquet`` file; see
+            ``redteam_gym.hf_datasets``).
         split: ``"train"``, ``"eval"`` or ``None`` for both. The corpus's own ``split``
             meta is used where it has one, else a stable hash of the conversation id
             (20% eval).
@@ -180,6 +184,8 @@ def load_openers(
     prompt_file = _prompt_file(source)
     if prompt_file is not None:
         openers = _openers_of_prompt_file(str(prompt_file))
+    elif is_local_dataset(source):
+        openers = _openers_of_dataset(str(Path(os.fspath(source)).expanduser().resolve()))
     else:
         openers = _openers_of_dir(str(resolve_corpus(source)))
     chosen = [o for o in openers if split is None or o.split == split]
@@ -225,17 +231,37 @@ def _openers_of_prompt_file(path: str) -> tuple[Opener, ...]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"prompt file {path}, line {k}: not JSON ({exc})") from None
-        text = item.get("prompt", item.get("text")) if isinstance(item, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(
-                f"prompt file {path}, line {k}: needs an object with a non-empty 'prompt' "
-                "(or 'text') string"
-            )
-        pid = str(item.get("id", f"{Path(path).stem}:{k}"))
-        split = item.get("split") or hash_split(pid)
-        if split not in SPLITS:
-            raise ValueError(f"prompt file {path}, line {k}: split must be one of {SPLITS}")
-        openers.append(Opener(pid, text.strip(), split, item.get("topic"), pid))
+        openers.append(
+            _opener_of_row(item, f"prompt file {path}, line {k}", f"{Path(path).stem}:{k}")
+        )
+    return tuple(sorted(openers, key=lambda o: o.id))
+
+
+def _opener_of_row(item: Any, where: str, default_id: str) -> Opener:
+    """A prompt file's line, or a dataset's row, as an opener: its text in `prompt` (or
+    `text`), and optionally `id`, `split` (ours, or another corpus's label) and `topic`."""
+    text = item.get("prompt", item.get("text")) if isinstance(item, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: needs an object with a non-empty 'prompt' (or 'text') string")
+    pid = str(item["id"]) if item.get("id") is not None else default_id
+    label = item.get("split")
+    split = _SPLIT_ALIASES.get(label.strip().lower(), label) if isinstance(label, str) else None
+    split = split or hash_split(pid)
+    if split not in SPLITS:
+        raise ValueError(f"{where}: split must be one of {SPLITS}, got {label!r}")
+    return Opener(pid, text.strip(), split, item.get("topic"), pid)
+
+
+@functools.lru_cache(maxsize=8)
+def _openers_of_dataset(path: str) -> tuple[Opener, ...]:
+    """The rows of a local Hugging Face dataset as openers (`redteam_gym.hf_datasets`)."""
+    from redteam_gym.hf_datasets import dataset_rows
+
+    name = Path(path).stem
+    openers = [
+        _opener_of_row(row, f"dataset {path}, row {k}", f"{name}:{k}")
+        for k, row in enumerate(dataset_rows(path))
+    ]
     return tuple(sorted(openers, key=lambda o: o.id))
 
 
