@@ -288,8 +288,8 @@ def _print_suites() -> None:
     for name in list_suites():
         s = load_suite(name)
         print(
-            f"{name:<12} {s.rollouts} x {s.turns} turns, split={s.split}, judge={s.judge}, "
-            f"defender={s.defender}\n{'':<12} {s.description}"
+            f"{name:<12} {s.rollouts} x {s.env.max_turns} turns, split={s.env.split}, "
+            f"judge={s.env.judge}, defender={s.env.defender}\n{'':<12} {s.description}"
         )
 
 
@@ -451,7 +451,8 @@ def run_demo(args: argparse.Namespace) -> int:
         return _fail("demo", exc)
     print(
         f"redteam-gym demo: suite '{suite.name}' ({suite.rollouts} conversations x "
-        f"{suite.turns} turns), defender {suite.defender}, judge {suite.judge}; output in {root}",
+        f"{suite.env.max_turns} turns), defender {suite.env.defender}, judge {suite.env.judge}; "
+        f"output in {root}",
         flush=True,
     )
     common = {

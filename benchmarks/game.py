@@ -176,21 +176,22 @@ class GameConfig:
 
         return LEARNERS[self.adversary_algo if side == "adversary" else self.defender_algo]
 
-    def learner_config(self, side: str) -> Any:
-        """The config of `side`'s learner (its env's defender or adversary is set per phase)."""
+    def learner_config(self, side: str, **phase: Any) -> Any:
+        """The config of `side`'s learner. `phase` holds what a phase sets: keywords of the
+        learner's config, its own fields (`opponent`) or its env's (`defender`)."""
         try:
-            return self._learner_config(side)
+            return self._learner_config(side, phase)
         except TypeError as exc:  # a field the learner's config does not have
             raise ValueError(f"GameConfig.{side}_config: {exc}") from None
 
-    def _learner_config(self, side: str) -> Any:
+    def _learner_config(self, side: str, phase: dict[str, Any]) -> Any:
         cls = self.learner_class(side)
         run = {"seed": self.seed, "batch_size": self.batch_size, "device": self.device}
         run["dtype"] = self.dtype
         if side == "adversary":
             env = self.env.replace(reward=self.adversary_reward)
             extra = dict(self.adversary_config)
-            return cls.config_class(env=env, adversary_model=self.model, **run, **extra)
+            return cls.config_class(env=env, adversary_model=self.model, **run, **extra, **phase)
         env = self.env.replace(reward=self.defender_reward)
         extra = dict(self.defender_config)
         if self.defender_algo == "ra-rlhf":
@@ -198,7 +199,7 @@ class GameConfig:
         extra.setdefault("max_new_tokens", self.env.defender_max_new_tokens)
         run["seed"] = self.seed + 1
         return cls.config_class(
-            env=env, role="defender", adversary_model=self.env.defender, **run, **extra
+            env=env, role="defender", adversary_model=self.env.defender, **run, **extra, **phase
         )
 
     # ----- files ------------------------------------------------------------------------------
@@ -238,21 +239,18 @@ class Game:
 
     # ----- phases ---------------------------------------------------------------------------
 
-    def _learner(self, side: str, k: int, **overrides: Any) -> Any:
-        """`side`'s learner to train in iteration k: its own checkpoint of iteration k when a
-        phase was interrupted, else the one of iteration k - 1, else a new one."""
+    def _learner(self, side: str, k: int, env: Any = None, **phase: Any) -> Any:
+        """`side`'s learner to train in iteration k, in the vector env `env` (None: its own):
+        its own checkpoint of iteration k when a phase was interrupted, else the one of
+        iteration k - 1, else a new one; `phase` as in `GameConfig.learner_config`."""
         from agents import saved_update
 
         c = self.config
         cls = c.learner_class(side)
-        env = overrides.pop("env", None)
         for run in (self.iter_dir(k) / side, self.iter_dir(k - 1) / side):
             if saved_update(run) is not None:
-                return cls.load(run, env=env, **overrides)
-        config = c.learner_config(side)
-        for name, value in overrides.items():
-            setattr(config, name, value)
-        return cls(config, env=env)
+                return cls.load(run, env=env, **phase)
+        return cls(c.learner_config(side, **phase), env=env)
 
     def updates(self, side: str) -> int:
         return (
@@ -264,10 +262,10 @@ class Game:
 
         return saved_update(self.iter_dir(k) / side) == k * self.updates(side)
 
-    def train(self, side: str, k: int, **overrides: Any) -> None:
+    def train(self, side: str, k: int, env: Any = None, **phase: Any) -> None:
         """`side`'s phase of iteration k: its learner trained to update k * updates, with
         schedules over the game's iterations * updates."""
-        learner = self._learner(side, k, **overrides)
+        learner = self._learner(side, k, env, **phase)
         updates, target = self.updates(side), k * self.updates(side)
         _say(f"iteration {k}: {side} phase, updates {learner.update_idx + 1}..{target}")
         learner.learn(

@@ -237,10 +237,10 @@ def test_retry_smaller_batch_options() -> None:
 
     parser = build_parser()
     train = parser.parse_args(["train", "--updates", "1", "--out", "x", "--retry-smaller-batch"])
-    assert config_from_args(PPOConfig, train).retry_smaller_batch
+    assert config_from_args(PPOConfig, train).env.retry_smaller_batch
     assert not config_from_args(
         PPOConfig, parser.parse_args(["train", "--updates", "1", "--out", "x"])
-    ).retry_smaller_batch
+    ).env.retry_smaller_batch
     assert parser.parse_args(["eval", "--retry-smaller-batch"]).retry_smaller_batch
     assert not parser.parse_args(["eval"]).retry_smaller_batch
 

@@ -118,11 +118,11 @@ def test_game_config_checks_its_settings_and_builds_both_learners(tiny_lm_dir):
     config = tiny_game(tiny_lm_dir, defender_algo="ra-rlhf", defender_updates=3)
     defender = config.learner_config("defender")
     assert type(defender).__name__ == "RARLHFConfig"
-    assert defender.role == "defender" and defender.reward == "safe"
+    assert defender.role == "defender" and defender.env.reward == "safe"
     assert defender.risk_n == 3  # the first defender phase is the soft-risk warm-up
     assert defender.seed == config.seed + 1
     adversary = config.learner_config("adversary")
-    assert adversary.role == "adversary" and adversary.reward == "perez,novelty_bleu=0.5"
+    assert adversary.role == "adversary" and adversary.env.reward == "perez,novelty_bleu=0.5"
     assert GameConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="prompt_share must be in"):
         tiny_game(tiny_lm_dir, prompt_share=1.5)
