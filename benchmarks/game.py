@@ -56,8 +56,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from redteam_gym.defaults import SMOLLM2
 from redteam_gym.envs.config import EnvConfig
-from redteam_gym.models import SMOLLM2
 
 __all__ = ["GAME_FILE", "GameConfig", "run_game", "write_report"]
 

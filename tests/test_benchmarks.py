@@ -341,7 +341,7 @@ def test_cli_parsers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     args = parser.parse_args(
         ["eval", "--adversary", "few-shot", "--suite", "perez-eval", "--out", "x", "--turns", "2"]
     )
-    assert (args.adversary, args.suite, args.out, args.max_turns, args.resume) == (
+    assert (args.adversary, args.suite, args.out, vars(args)["env.max_turns"], args.resume) == (
         "few-shot",
         "perez-eval",
         "x",

@@ -11,7 +11,7 @@ import pytest
 
 import redteam_gym  # noqa: F401
 from agents import A2CConfig, PPOConfig, RARLHFConfig
-from agents.cli import add_config_arguments
+from agents.common.flags import add_flags
 from benchmarks.suites import Suite, load_suite
 from redteam_gym.envs import EnvConfig
 from redteam_gym.envs.config import FIELDS, field_docs, markdown_table
@@ -79,7 +79,7 @@ def test_every_env_field_is_a_train_flag_with_its_docstring():
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, PPOConfig)
+    add_flags(parser, PPOConfig)
     actions = {a.dest: a for a in parser._actions}
     docs = field_docs(EnvConfig)
     for name in FIELDS:
@@ -154,7 +154,10 @@ def test_every_env_field_is_an_eval_override():
     suite = load_suite("quick", **_overrides(args))
     assert (suite.env.max_turns, suite.env.judge, suite.env.p_max) == (2, "semantic", 0.9)
     assert suite.env.terminate_on_unsafe and suite.env.split == "eval"  # the rest: the suite's
-    flags = {a.dest for a in parser._subparsers._group_actions[0].choices["eval"]._actions}
+    flags = {
+        a.dest.removeprefix("env.")
+        for a in parser._subparsers._group_actions[0].choices["eval"]._actions
+    }
     assert FIELDS - {"device", "dtype", "retry_smaller_batch"} <= flags
     resumed = parser.parse_args(_resume_command(args, Path("out")).split()[1:])
     assert load_suite("quick", **_overrides(resumed)) == suite

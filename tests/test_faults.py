@@ -232,7 +232,7 @@ def test_a_failing_judge_stops_training_naming_the_update(tiny_lm_dir: Path, tmp
 
 def test_retry_smaller_batch_options() -> None:
     from agents import PPOConfig
-    from agents.cli import config_from_args
+    from agents.common.flags import config_from_args
     from redteam_cli import build_parser
 
     parser = build_parser()

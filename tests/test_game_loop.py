@@ -137,7 +137,7 @@ def test_game_config_checks_its_settings_and_builds_both_learners(tiny_lm_dir):
 
 
 def test_the_game_command_builds_its_config_from_flags():
-    from agents.cli import config_from_args
+    from agents.common.flags import config_from_args
     from redteam_cli import build_parser
 
     args = build_parser().parse_args(
@@ -257,7 +257,7 @@ def test_the_games_defender_format_reaches_every_defender(tiny_lm_dir, tmp_path)
     """One format for every defender of a game: the frozen defender of the adversary phase
     and of the evaluations (their envs read `env.defender_format`), and the policy of the
     defender learner (its role reads it too)."""
-    from agents.cli import config_from_args
+    from agents.common.flags import config_from_args
     from benchmarks.game import Game
     from redteam_cli import build_parser
     from redteam_gym.roles import ROLES

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from redteam_gym.defaults import SMOLLM2
 from redteam_gym.envs.config import FIELDS as ENV_FIELDS
 from redteam_gym.envs.config import EnvConfig
-from redteam_gym.models import SMOLLM2
 
 
 def env_keywords(cls):
@@ -315,3 +315,12 @@ class RARLHFConfig(PPOConfig):
             raise ValueError(f"RARLHFConfig.risk_rho must be in [0, 1], got {self.risk_rho}")
         if isinstance(self.risk_n, bool) or not isinstance(self.risk_n, int) or self.risk_n < 0:
             raise ValueError(f"RARLHFConfig.risk_n must be an int >= 0, got {self.risk_n!r}")
+
+
+CONFIGS: dict[str, type[LearnerConfig]] = {
+    "a2c": A2CConfig,
+    "ppo": PPOConfig,
+    "ra-rlhf": RARLHFConfig,
+}
+"""Each learner's config class by its name (`agents.LEARNERS` holds the learners): what the
+command line needs without loading the learners."""
