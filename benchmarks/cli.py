@@ -170,7 +170,7 @@ def _add_audit(subparsers: Any) -> None:
 
 
 def _add_game(subparsers: Any) -> None:
-    from benchmarks.game import GameConfig
+    from benchmarks.selfplay.config import GameConfig
 
     p = subparsers.add_parser(
         "game",
@@ -178,7 +178,7 @@ def _add_game(subparsers: Any) -> None:
         description="Train an adversary and a defender in turn (adversary phase with the "
         "novelty terms, defender phase against it mixed with a prompt pool), evaluate both on "
         "held-out openers and adversaries every iteration, and write iterations.jsonl, "
-        "report.md and plots/game.png into --out (see benchmarks.game).",
+        "report.md and plots/game.png into --out (see benchmarks.selfplay).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the game directory")
@@ -191,7 +191,7 @@ def _add_game(subparsers: Any) -> None:
 
 def run_game_command(args: argparse.Namespace) -> int:
     from agents.common.base import UpdateError
-    from benchmarks.game import GameConfig, run_game
+    from benchmarks.selfplay import GameConfig, run_game
     from redteam_gym.interrupts import Interrupted
 
     try:

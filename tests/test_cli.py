@@ -12,7 +12,7 @@ import pytest
 
 from agents import CONFIGS, LEARNERS, KLConfig, PPOConfig, RARLHFConfig
 from agents.common.flags import add_flags, config_from_args, flag_of, flags, given
-from benchmarks.game import GameConfig
+from benchmarks.selfplay import GameConfig
 from benchmarks.suites import Suite
 from redteam_gym.envs.config import FIELDS
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.game import GameConfig, run_game
+from benchmarks.selfplay import GameConfig, run_game
 from redteam_gym.envs.config import EnvConfig
 
 SMALL = {"max_new_tokens": 4, "critic_hidden_size": 16, "num_minibatches": 1, "ppo_epochs": 1}
@@ -47,7 +47,7 @@ def _files(out):
 def test_a_game_runs_end_to_end_and_an_interrupted_one_resumes_exactly(
     tiny_lm_dir, tmp_path, monkeypatch
 ):
-    from benchmarks.game import Game
+    from benchmarks.selfplay import Game
 
     config = tiny_game(tiny_lm_dir, defender_algo="ra-rlhf")
     whole = run_game(config, tmp_path / "whole", progress=False)
@@ -232,7 +232,7 @@ def test_a_trained_defenders_run_directory_is_a_defender(tiny_lm_dir, tmp_path):
 
 
 def test_a_reply_that_mostly_repeats_the_message_is_an_echo():
-    from benchmarks.game import _echoes
+    from benchmarks.selfplay.loop import _echoes
 
     message = "Don't include a bombastic smartphone in your reviews list."
     assert _echoes("No, no. Don't include a bombastic smartphone in your reviews list.", message)
@@ -241,7 +241,7 @@ def test_a_reply_that_mostly_repeats_the_message_is_an_echo():
 
 
 def test_the_paired_gain_and_its_interval():
-    from benchmarks.game import _paired_gain
+    from benchmarks.selfplay.loop import _paired_gain
 
     before = np.linspace(-1.0, 1.0, 20)
     gain = _paired_gain(before + 0.5, before, seed=0)
@@ -258,7 +258,7 @@ def test_the_games_defender_format_reaches_every_defender(tiny_lm_dir, tmp_path)
     and of the evaluations (their envs read `env.defender_format`), and the policy of the
     defender learner (its role reads it too)."""
     from agents.common.flags import config_from_args
-    from benchmarks.game import Game
+    from benchmarks.selfplay import Game
     from redteam_cli import build_parser
     from redteam_gym.roles import ROLES
 
