@@ -12,7 +12,7 @@ The naming rule, in one place:
 - `env.max_turns` is spelt `--turns` (`FLAG_NAMES`).
 
 A flag's destination is the field's dotted path (`kl.coef`, `env.judge`) and it has no
-default: `given(args)` holds only the flags on the command line, so a config built from
+default: `given(args, cls)` holds only the flags on the command line, so a config built from
 them (`config_from_args`) keeps its own defaults for the rest.
 
 A flag's type is read from the field's annotation as written, without evaluating it, so
