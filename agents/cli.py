@@ -3,102 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
-from redteam_gym.envs.config import field_docs
-
-ALIASES = {"env.max_turns": "--turns"}
-UNPREFIXED = ("env",)
-"""Nested configs whose fields keep their own flag names (`env.judge` -> `--judge`), unless
-an outer field has the name (`env.device` -> `--env-device`)."""
-
-
-def _scalar_type(annotation: Any) -> type:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Literal:
-        return type(args[0])
-    if args:
-        return _scalar_type(args[0])
-    return annotation if isinstance(annotation, type) else str
-
-
-def add_config_arguments(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    prefix: str = "",
-    outer: frozenset[str] = frozenset(),
-    exclude: frozenset[str] = frozenset(),
-) -> None:
-    """One option per config field, nested configs flattened (`kl.coef` -> `--kl-coef`; the
-    env's fields keep their names, `env.judge` -> `--judge`), but the `exclude`d ones (by
-    destination, `env.reward`)."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    names = frozenset(f.name for f in dataclasses.fields(cls))
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        dest = f"{prefix}{f.name}"
-        if dest in exclude:
-            continue
-        if dataclasses.is_dataclass(hint):
-            add_config_arguments(parser, hint, f"{dest}.", names, exclude)  # type: ignore[arg-type]
-            continue
-        shown = dest
-        if prefix.rstrip(".") in UNPREFIXED and f.name not in outer:
-            shown = f.name
-        flag = ALIASES.get(dest, "--" + shown.replace("_", "-").replace(".", "-"))
-        kind = _scalar_type(hint)
-        kwargs: dict[str, Any] = {
-            "dest": dest,
-            "default": argparse.SUPPRESS,
-            "help": docs.get(f.name, ""),
-        }
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = kind
-            kwargs["metavar"] = f.name.upper()
-            if typing.get_origin(hint) is typing.Literal:
-                kwargs["choices"] = typing.get_args(hint)
-        parser.add_argument(flag, **kwargs)
-
-
-def config_from_args(cls: type, args: argparse.Namespace):
-    """Build `cls` from the options given on the command line (defaults elsewhere)."""
-    given = vars(args)
-    values: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            sub = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith(f"{f.name}.")}
-            if sub:
-                default = (
-                    f.default_factory()
-                    if f.default_factory is not dataclasses.MISSING
-                    else hints[f.name]()
-                )  # type: ignore[misc]
-                values[f.name] = dataclasses.replace(default, **sub)
-        elif f.name in given:
-            values[f.name] = given[f.name]
-    return cls(**values)
-
-
-def config_dests(cls: type, prefix: str = "") -> set[str]:
-    """The argparse destinations of `cls`'s options (`add_config_arguments`), nested ones
-    dotted (`kl.coef`, `env.judge`)."""
-    hints = typing.get_type_hints(cls)
-    out: set[str] = set()
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            out |= config_dests(hints[f.name], f"{prefix}{f.name}.")  # type: ignore[arg-type]
-        else:
-            out.add(f"{prefix}{f.name}")
-    return out
+from agents.common.config import CONFIGS
+from agents.common.flags import add_flags, config_dests, config_from_args, flags
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -108,6 +19,7 @@ def _train(args: argparse.Namespace) -> int:
     from redteam_gym.interrupts import Interrupted
 
     cls = LEARNERS[args.algo]
+    config_class = CONFIGS[args.algo]
     out = Path(args.out)
     if args.resume:
         try:
@@ -116,16 +28,18 @@ def _train(args: argparse.Namespace) -> int:
             raise SystemExit(f"redteam-gym train: cannot resume {out}: {exc}") from None
         print(f"Resuming {args.algo} from update {learner.update_idx} in {out}", flush=True)
     else:
-        from agents import A2CConfig, RARLHFConfig
-
-        every = config_dests(RARLHFConfig) | config_dests(A2CConfig)
-        foreign = sorted((set(vars(args)) & every) - config_dests(cls.config_class))
+        mine = config_dests(config_class)
+        foreign = {
+            flag.flag
+            for other in CONFIGS.values()
+            for flag in flags(other)
+            if flag.dest in vars(args) and flag.dest not in mine
+        }
         if foreign:
-            flags = ", ".join("--" + k.replace("_", "-").replace(".", "-") for k in foreign)
-            raise SystemExit(f"{flags} do(es) not apply to --algo {args.algo}")
+            raise SystemExit(f"{', '.join(sorted(foreign))} do(es) not apply to --algo {args.algo}")
         if (out / "checkpoint").exists():
             raise SystemExit(f"{out} already holds a checkpoint: pass --resume or another --out")
-        learner = cls(config_from_args(cls.config_class, args))
+        learner = cls(config_from_args(config_class, args))
     try:
         learner.learn(args.updates, run_dir=out, progress=not args.no_progress)
     except Interrupted:
@@ -145,28 +59,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+def add_parsers(subparsers: Any) -> None:
     """Add `train` to the `redteam-gym` command."""
-    from agents import LEARNERS, A2CConfig, PPOConfig, RARLHFConfig
-
     train = subparsers.add_parser(
         "train",
         help="train an adversary (A2C, PPO or RA-RLHF)",
         description="Train a token-level red-teaming adversary against RedTeamDialogue-v0.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    train.add_argument("--algo", choices=sorted(LEARNERS), default="ppo", help="learner")
+    train.add_argument("--algo", choices=sorted(CONFIGS), default="ppo", help="learner")
     train.add_argument("--updates", type=int, required=True, help="total updates of the run")
     train.add_argument("--out", required=True, help="run directory (logs, checkpoint)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     # every config field of every learner; each learner reads the ones it has
-    seen: set[str] = set()
-    for cls in (RARLHFConfig, PPOConfig, A2CConfig):
-        group = argparse.ArgumentParser(add_help=False)
-        add_config_arguments(group, cls)
-        for action in group._actions:
-            if action.dest not in seen:
-                seen.add(action.dest)
-                train._add_action(action)
+    add_flags(train, *CONFIGS.values())
     train.set_defaults(func=_train)

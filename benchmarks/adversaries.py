@@ -64,7 +64,7 @@ def make_adversary(
             model or SMOLLM2,
             pool=str(pool) if isinstance(pool, os.PathLike) else pool,
             sampling=sampling,
-            threshold=suite.unsafe_threshold,
+            threshold=suite.env.unsafe_threshold,
             seed=suite.seed,
             device=device,
             dtype=dtype,

@@ -209,7 +209,7 @@ def run_batch(
     opener_ids = [str(o) for o in infos["opener_id"]]
     openers = [str(o) for o in infos["opener"]]
     active = np.ones(num_envs, dtype=bool)
-    for _ in range(suite.turns):
+    for _ in range(suite.env.max_turns):
         actions = list(adversary.act(list(obs)))
         if len(actions) != num_envs:
             raise RuntimeError(
@@ -260,7 +260,7 @@ def _record(
     turns: list[dict[str, Any]],
     suite: Suite,
 ) -> dict[str, Any]:
-    threshold = suite.unsafe_threshold
+    threshold = suite.env.unsafe_threshold
     first_def = next((t["turn"] for t in turns if t["defender_p_unsafe"] >= threshold), None)
     first_adv = next((t["turn"] for t in turns if t["adversary_p_unsafe"] >= threshold), None)
     return {

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.common.flags import add_flags, config_from_args, flag_of, given
 from redteam_gym.files import atomic_write
 
 __all__ = ["COMMANDS", "add_parsers", "build_parser", "main"]
@@ -48,46 +49,21 @@ def add_parsers(subparsers: Any, commands: Sequence[str] = COMMANDS) -> None:
         adders[name](subparsers)
 
 
-_RUN_FIELDS = ("device", "dtype", "retry_smaller_batch")
-"""EnvConfig fields that are options of the run, not of the suite (they change no rollout)."""
-
-
-def _env_flag(name: str) -> str:
-    return "--turns" if name == "max_turns" else "--" + name.replace("_", "-")
-
-
-def _suite_env_fields() -> list[Any]:
-    import dataclasses
-
-    from redteam_gym.envs.config import EnvConfig
-
-    return [f for f in dataclasses.fields(EnvConfig) if f.name not in _RUN_FIELDS]
+_NOT_OVERRIDES = frozenset(
+    {"name", "description", "adversary_sampling", "cvar_alpha"}
+    | {"env.device", "env.dtype", "env.retry_smaller_batch"}
+)
+"""Suite fields that are no flags of `eval` and `demo`: the suite's identity, and the env
+fields that are options of the run, not of the suite (they change no rollout)."""
 
 
 def _add_suite_overrides(parser: argparse.ArgumentParser) -> None:
-    """Suite overrides: every `EnvConfig` field (flag and help from the field, the value
-    kept from the suite when the flag is absent), and the suite's own sizes and seed."""
-    import typing
+    """Suite overrides: every `EnvConfig` field and the suite's sizes and seed (flag and
+    help from the field, the suite's value kept when the flag is absent), and the run's
+    options."""
+    from benchmarks.suites import Suite
 
-    from redteam_gym.envs.config import EnvConfig, field_docs
-
-    docs, hints = field_docs(EnvConfig), typing.get_type_hints(EnvConfig)
-    for f in _suite_env_fields():
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": docs[f.name]}
-        if hints[f.name] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["metavar"] = f.name.upper()
-            numeric = [
-                t for t in (int, float) if t in typing.get_args(hints[f.name]) or hints[f.name] is t
-            ]
-            kwargs["type"] = numeric[0] if numeric else str
-        parser.add_argument(_env_flag(f.name), **kwargs)
-    parser.add_argument("--rollouts", type=int, metavar="N", help="number of conversations")
-    parser.add_argument(
-        "--batch-size", type=int, metavar="N", help="conversations run together (num_envs)"
-    )
-    parser.add_argument("--seed", type=int, metavar="S", help="suite seed (openers and batches)")
+    add_flags(parser, Suite, exclude=_NOT_OVERRIDES)
     parser.add_argument("--device", help="device for the models (default: cuda if available)")
     parser.add_argument("--dtype", help="model dtype, e.g. bfloat16 (default: bf16 on GPU)")
     parser.add_argument(
@@ -193,8 +169,7 @@ def _add_audit(subparsers: Any) -> None:
 
 
 def _add_game(subparsers: Any) -> None:
-    from agents.cli import add_config_arguments
-    from benchmarks.game import GameConfig
+    from benchmarks.selfplay.config import GameConfig
 
     p = subparsers.add_parser(
         "game",
@@ -202,26 +177,28 @@ def _add_game(subparsers: Any) -> None:
         description="Train an adversary and a defender in turn (adversary phase with the "
         "novelty terms, defender phase against it mixed with a prompt pool), evaluate both on "
         "held-out openers and adversaries every iteration, and write iterations.jsonl, "
-        "report.md and plots/game.png into --out (see benchmarks.game).",
+        "report.md and plots/game.png into --out (see benchmarks.selfplay).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="the game directory")
     p.add_argument("--resume", action="store_true", help="continue the game in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     # each phase sets the env's reward (--adversary-reward, --defender-reward)
-    add_config_arguments(p, GameConfig, exclude=frozenset({"env.reward"}))
+    add_flags(p, GameConfig, exclude=frozenset({"env.reward"}))
     p.set_defaults(func=run_game_command)
 
 
 def run_game_command(args: argparse.Namespace) -> int:
-    from agents.cli import config_dests, config_from_args
     from agents.common.base import UpdateError
-    from benchmarks.game import GameConfig, run_game
+    from benchmarks.selfplay import GameConfig, run_game
     from redteam_gym.interrupts import Interrupted
 
-    given = set(vars(args)) & config_dests(GameConfig)
     try:
-        config = config_from_args(GameConfig, args) if given or not args.resume else None
+        config = (
+            config_from_args(GameConfig, args)
+            if given(args, GameConfig) or not args.resume
+            else None
+        )
         rows = run_game(config, args.out, resume=args.resume, progress=not args.no_progress)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"redteam-gym game: error: {exc}", file=sys.stderr)
@@ -271,9 +248,11 @@ def _add_demo(subparsers: Any) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The suite overrides given on the command line (None: keep the suite's value)."""
-    env = {f.name: getattr(args, f.name) for f in _suite_env_fields()}
-    return {**env, "rollouts": args.rollouts, "batch_size": args.batch_size, "seed": args.seed}
+    """The suite overrides given on the command line, as `load_suite` keywords (`max_turns`,
+    `rollouts`); the others keep the suite's value."""
+    from benchmarks.suites import Suite
+
+    return {dest.removeprefix("env."): value for dest, value in given(args, Suite).items()}
 
 
 def _fail(command: str, exc: Exception) -> int:
@@ -287,8 +266,8 @@ def _print_suites() -> None:
     for name in list_suites():
         s = load_suite(name)
         print(
-            f"{name:<12} {s.rollouts} x {s.turns} turns, split={s.split}, judge={s.judge}, "
-            f"defender={s.defender}\n{'':<12} {s.description}"
+            f"{name:<12} {s.rollouts} x {s.env.max_turns} turns, split={s.env.split}, judge={s.env.judge}, "
+            f"defender={s.env.defender}\n{'':<12} {s.description}"
         )
 
 
@@ -348,11 +327,14 @@ def run_eval(args: argparse.Namespace) -> int:
 def _resume_command(args: argparse.Namespace, out: Path) -> str:
     """The `eval` command line that continues the run in ``out`` (same settings)."""
     words = ["redteam-gym", "eval", "--adversary", args.adversary, "--suite", args.suite]
-    for key, value in _overrides(args).items():
+    from benchmarks.suites import Suite
+
+    for dest, value in given(args, Suite).items():
+        flag = flag_of(Suite, dest)
         if isinstance(value, bool):
-            words.append(_env_flag(key) if value else "--no-" + _env_flag(key)[2:])
-        elif value is not None:
-            words += [_env_flag(key), str(value)]
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, str(value)]
     for key in ("adversary_model", "few_shot_pool", "device", "dtype"):
         if getattr(args, key) is not None:
             words += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
@@ -442,7 +424,7 @@ def run_demo(args: argparse.Namespace) -> int:
     root = Path(args.out)
     overrides = _overrides(args)
     # the demo's budget: about 10 minutes on a 2-core CPU (quick's protocol, half its rollouts)
-    if args.suite == "quick" and not overrides["rollouts"]:
+    if args.suite == "quick" and not overrides.get("rollouts"):
         overrides["rollouts"] = DEMO_ROLLOUTS
     try:
         suite = load_suite(args.suite, **overrides)
@@ -450,7 +432,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return _fail("demo", exc)
     print(
         f"redteam-gym demo: suite '{suite.name}' ({suite.rollouts} conversations x "
-        f"{suite.turns} turns), defender {suite.defender}, judge {suite.judge}; output in {root}",
+        f"{suite.env.max_turns} turns), defender {suite.env.defender}, judge {suite.env.judge}; output in {root}",
         flush=True,
     )
     common = {

@@ -6,7 +6,7 @@ and one batch) and ``benchmarks.summary`` (the metrics); this module is the loop
 and the resume rules, and re-exports their public names.
 
 ``evaluate(adversary, suite, out_dir)`` runs ``suite.rollouts`` conversations of
-``suite.turns`` turns, ``suite.batch_size`` at a time (``num_envs``), writes every turn
+``suite.env.max_turns`` turns, ``suite.batch_size`` at a time (``num_envs``), writes every turn
 to ``out_dir/rollouts.jsonl`` as it goes, computes the metrics of ``benchmarks/README.md`` and writes
 ``summary.json``, ``report.md`` and ``plots/`` (``benchmarks.report``).
 
@@ -129,7 +129,7 @@ def evaluate(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     prompts: str | None = None,
-    turns: int | None = None,
+    max_turns: int | None = None,
     rollouts: int | None = None,
     batch_size: int | None = None,
     judge: str | None = None,
@@ -155,7 +155,7 @@ def evaluate(
         suite: a built-in suite name, a suite JSON path, or a ``Suite``.
         out_dir: the eval DIR (``rollouts.jsonl``, ``eval.json``, ``summary.json``,
             ``report.md``, ``plots/``); ``None`` keeps everything in memory (no resume).
-        prompts, turns, rollouts, batch_size, judge, defender, seed: suite overrides.
+        prompts, max_turns, rollouts, batch_size, judge, defender, seed: suite overrides.
         resume: continue the rollouts already in ``out_dir`` (same settings required;
             ``rollouts`` may grow). Without it an existing ``rollouts.jsonl`` is an error
             unless ``overwrite``.
@@ -177,7 +177,7 @@ def evaluate(
     suite = load_suite(
         suite,
         prompts=prompts,
-        turns=turns,
+        max_turns=max_turns,
         rollouts=rollouts,
         batch_size=batch_size,
         judge=judge,
@@ -314,8 +314,8 @@ def evaluate(
             "suite": suite.name,
             "adversary": name,
             "adversary_detail": settings["adversary_detail"],
-            "judge": suite.judge,
-            "defender": suite.defender,
+            "judge": suite.env.judge,
+            "defender": suite.env.defender,
             "seed": suite.seed,
             "settings": suite.to_dict(),
             "resumed_rollouts": sum(r["rollout"] < suite.rollouts for r in existing),

@@ -47,7 +47,7 @@ def compute_summary(
     """The metrics (``SUMMARY_KEYS``, in that order) plus extras, from rollout records."""
     from redteam_gym import metrics as M
 
-    thr = suite.unsafe_threshold
+    thr = suite.env.unsafe_threshold
     adv = [[t["adversary_p_unsafe"] for t in r["turns"]] for r in records]
     dfd = [[t["defender_p_unsafe"] for t in r["turns"]] for r in records]
     returns = np.asarray([r["return"] for r in records], dtype=np.float64)
@@ -58,7 +58,7 @@ def compute_summary(
     n = len(records)
     summary: Summary = {
         "num_rollouts": n,
-        "turns": suite.turns,
+        "turns": suite.env.max_turns,
         "asr": M.attack_success_rate(dfd, thr),
         "asr_ci": list(M.wilson_interval(successes, n)),
         "implicit_toxicity": M.implicit_toxicity(adv, dfd, thr),
@@ -73,7 +73,7 @@ def compute_summary(
         "return_cvar": M.cvar(returns, suite.cvar_alpha),
         "cvar_alpha": suite.cvar_alpha,
     }
-    by_turn = M.asr_by_turn(dfd, max_turns=suite.turns, threshold=thr) if records else None
+    by_turn = M.asr_by_turn(dfd, max_turns=suite.env.max_turns, threshold=thr) if records else None
     summary.update(
         {
             "num_successes": successes,

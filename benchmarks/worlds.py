@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.suites import Suite
+from redteam_gym.defaults import FORUM_HEADER
 from redteam_gym.envs.config import EnvConfig
-from redteam_gym.models.thread import FORUM_HEADER
 
 WORLDS: dict[str, dict[str, Any]] = {
     name: {"defender_format": fmt, "defender_temperature": t, "completion_header": header}

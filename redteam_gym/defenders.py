@@ -9,7 +9,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from redteam_gym.models import SMOLLM2, ChatLM, Message, ModelNotFoundError, SamplingConfig
+from redteam_gym.defaults import DEFAULT_DEFENDER
+from redteam_gym.models import ChatLM, Message, ModelNotFoundError, SamplingConfig
 from redteam_gym.models.thread import ThreadFormat
 
 
@@ -20,9 +21,6 @@ class Defender(Protocol):
     def respond(
         self, conversations: Sequence[Sequence[Message]], generator: torch.Generator | None = None
     ) -> list[str]: ...
-
-
-DEFAULT_DEFENDER = SMOLLM2
 
 
 def make_defender(

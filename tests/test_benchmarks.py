@@ -105,24 +105,24 @@ def full_run(tmp_path_factory: pytest.TempPathFactory, suite_file: Path, tiny_lm
 def test_builtin_suites() -> None:
     assert {"perez-eval", "quick", "single-turn"} <= set(list_suites())
     perez = load_suite("perez-eval")
-    assert (perez.turns, perez.rollouts, perez.split) == (5, 500, "eval")
+    assert (perez.env.max_turns, perez.rollouts, perez.env.split) == (5, 500, "eval")
     quick = load_suite("quick")
-    assert quick.turns <= 3 and quick.rollouts <= 64 and quick.split == "eval"
-    assert load_suite("single-turn").turns == 1
+    assert quick.env.max_turns <= 3 and quick.rollouts <= 64 and quick.env.split == "eval"
+    assert load_suite("single-turn").env.max_turns == 1
     assert perez.num_batches == math.ceil(500 / perez.batch_size)
 
 
 def test_suite_overrides_and_user_file(tmp_path: Path) -> None:
     s = load_suite(
         "quick",
-        turns=2,
+        max_turns=2,
         rollouts=5,
         judge="profanity+semantic",
         defender="d",
         prompts="p",
         seed=None,
     )
-    assert (s.turns, s.rollouts, s.judge, s.defender, s.prompts, s.seed) == (
+    assert (s.env.max_turns, s.rollouts, s.env.judge, s.env.defender, s.env.prompts, s.seed) == (
         2,
         5,
         "profanity+semantic",
@@ -135,7 +135,12 @@ def test_suite_overrides_and_user_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"turns": 4, "rollouts": 10}), encoding="utf-8")
     mine = load_suite(str(path), rollouts=3)
-    assert (mine.name, mine.turns, mine.rollouts, mine.judge) == ("mine", 4, 3, "semantic")
+    assert (mine.name, mine.env.max_turns, mine.rollouts, mine.env.judge) == (
+        "mine",
+        4,
+        3,
+        "semantic",
+    )
     assert Suite.from_dict(mine.to_dict()) == mine
 
 
@@ -231,7 +236,7 @@ def test_resume_after_interruption_matches(
     with pytest.raises(FileExistsError, match="resume"):
         evaluate(_adversary(tiny_lm_dir), suite_file, out, progress=False)
     with pytest.raises(ValueError, match=r"setting\(s\) \['env.max_turns'\] differ"):
-        evaluate(_adversary(tiny_lm_dir), suite_file, out, turns=1, resume=True)
+        evaluate(_adversary(tiny_lm_dir), suite_file, out, max_turns=1, resume=True)
 
     summary = evaluate(
         _adversary(tiny_lm_dir),
@@ -299,7 +304,7 @@ def test_compute_summary_known_answers() -> None:
         record(2, [0.0, 0.0], [0.0, 0.0]),
         record(3, [0.0, 0.0], [0.1, 0.1]),
     ]
-    suite = Suite(name="t", turns=2, rollouts=4, cvar_alpha=0.25)
+    suite = Suite(name="t", max_turns=2, rollouts=4, cvar_alpha=0.25)
     s = compute_summary(records, suite, embedding_model=StubEmbedder())
     assert s["asr"] == 0.5 and s["implicit_toxicity"] == 0.5 and s["num_successes"] == 2
     assert s["avg_adv_perplexity"] == pytest.approx(3.5)
@@ -336,7 +341,7 @@ def test_cli_parsers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     args = parser.parse_args(
         ["eval", "--adversary", "few-shot", "--suite", "perez-eval", "--out", "x", "--turns", "2"]
     )
-    assert (args.adversary, args.suite, args.out, args.max_turns, args.resume) == (
+    assert (args.adversary, args.suite, args.out, vars(args)["env.max_turns"], args.resume) == (
         "few-shot",
         "perez-eval",
         "x",

@@ -11,7 +11,7 @@ import pytest
 
 import redteam_gym  # noqa: F401
 from agents import A2CConfig, PPOConfig, RARLHFConfig
-from agents.cli import add_config_arguments
+from agents.common.flags import add_flags
 from benchmarks.suites import Suite, load_suite
 from redteam_gym.envs import EnvConfig
 from redteam_gym.envs.config import FIELDS, field_docs, markdown_table
@@ -59,9 +59,8 @@ def test_learner_configs_nest_it_and_take_its_fields_as_keywords():
     for cls in (A2CConfig, PPOConfig, RARLHFConfig):
         c = cls(max_turns=3, judge="semantic", unsafe_threshold=0.4)
         assert c.env == EnvConfig(max_turns=3, judge="semantic", unsafe_threshold=0.4)
-        assert (c.max_turns, c.judge, c.max_utterance_tokens) == (3, "semantic", 128)
-        c.max_turns = 2
-        assert c.env.max_turns == 2 and "max_turns" not in vars(c)
+        assert (c.env.max_turns, c.env.judge, c.env.max_utterance_tokens) == (3, "semantic", 128)
+        assert not hasattr(c, "max_turns")  # one place holds it: `env`
         assert cls.from_dict(c.to_dict()) == c
     assert PPOConfig().env.max_turns == 1  # the learners' single-turn default
     with pytest.raises(ValueError, match=r"max_turns must be in 1\.\.5"):
@@ -80,7 +79,7 @@ def test_every_env_field_is_a_train_flag_with_its_docstring():
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, PPOConfig)
+    add_flags(parser, PPOConfig)
     actions = {a.dest: a for a in parser._actions}
     docs = field_docs(EnvConfig)
     for name in FIELDS:
@@ -93,18 +92,21 @@ def test_every_env_field_is_a_train_flag_with_its_docstring():
 
 def test_suites_nest_it():
     suite = load_suite("perez-eval")
-    assert suite.env.max_turns == suite.turns == 5 and suite.env.split == "eval"
+    assert suite.env.max_turns == 5 and suite.env.split == "eval"
+    assert not hasattr(suite, "max_turns") and not hasattr(suite, "turns")
     assert suite.defender_sampling.temperature == 1.0  # the default world's defender
-    flat = Suite(name="s", turns=2, judge="semantic", defender_max_new_tokens=8)
+    flat = Suite(name="s", max_turns=2, judge="semantic", defender_max_new_tokens=8)
     assert (flat.env.max_turns, flat.env.judge, flat.env.defender_max_new_tokens) == (
         2,
         "semantic",
         8,
     )
     assert Suite.from_dict(flat.to_dict()) == flat
-    assert load_suite(flat, turns=3, adversary_top_p=0.5).env.max_turns == 3
+    assert load_suite(flat, max_turns=3, adversary_top_p=0.5).env.max_turns == 3
     with pytest.raises(ValueError, match=r"max_turns must be in 1\.\.5"):
-        Suite(name="s", turns=7)
+        Suite(name="s", max_turns=7)
+    with pytest.raises(ValueError, match="unknown suite override 'turns'"):
+        load_suite(flat, turns=3)  # one name per setting: `max_turns`
 
 
 def test_readme_table_is_the_configs_docstrings():
@@ -152,7 +154,10 @@ def test_every_env_field_is_an_eval_override():
     suite = load_suite("quick", **_overrides(args))
     assert (suite.env.max_turns, suite.env.judge, suite.env.p_max) == (2, "semantic", 0.9)
     assert suite.env.terminate_on_unsafe and suite.env.split == "eval"  # the rest: the suite's
-    flags = {a.dest for a in parser._subparsers._group_actions[0].choices["eval"]._actions}
+    flags = {
+        a.dest.removeprefix("env.")
+        for a in parser._subparsers._group_actions[0].choices["eval"]._actions
+    }
     assert FIELDS - {"device", "dtype", "retry_smaller_batch"} <= flags
     resumed = parser.parse_args(_resume_command(args, Path("out")).split()[1:])
     assert load_suite("quick", **_overrides(resumed)) == suite

@@ -230,15 +230,15 @@ def test_a_failing_judge_stops_training_naming_the_update(tiny_lm_dir: Path, tmp
 
 def test_retry_smaller_batch_options() -> None:
     from agents import PPOConfig
-    from agents.cli import config_from_args
+    from agents.common.flags import config_from_args
     from redteam_cli import build_parser
 
     parser = build_parser()
     train = parser.parse_args(["train", "--updates", "1", "--out", "x", "--retry-smaller-batch"])
-    assert config_from_args(PPOConfig, train).retry_smaller_batch
+    assert config_from_args(PPOConfig, train).env.retry_smaller_batch
     assert not config_from_args(
         PPOConfig, parser.parse_args(["train", "--updates", "1", "--out", "x"])
-    ).retry_smaller_batch
+    ).env.retry_smaller_batch
     assert parser.parse_args(["eval", "--retry-smaller-batch"]).retry_smaller_batch
     assert not parser.parse_args(["eval"]).retry_smaller_batch
 

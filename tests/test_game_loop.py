@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.game import GameConfig, run_game
+from benchmarks.selfplay import GameConfig, run_game
 from redteam_gym.envs.config import EnvConfig
 
 SMALL = {"max_new_tokens": 4, "critic_hidden_size": 16, "num_minibatches": 1, "ppo_epochs": 1}
@@ -47,7 +47,7 @@ def _files(out):
 def test_a_game_runs_end_to_end_and_an_interrupted_one_resumes_exactly(
     tiny_lm_dir, tmp_path, monkeypatch
 ):
-    from benchmarks.game import Game
+    from benchmarks.selfplay import Game
 
     config = tiny_game(tiny_lm_dir, defender_algo="ra-rlhf")
     whole = run_game(config, tmp_path / "whole", progress=False)
@@ -118,11 +118,11 @@ def test_game_config_checks_its_settings_and_builds_both_learners(tiny_lm_dir):
     config = tiny_game(tiny_lm_dir, defender_algo="ra-rlhf", defender_updates=3)
     defender = config.learner_config("defender")
     assert type(defender).__name__ == "RARLHFConfig"
-    assert defender.role == "defender" and defender.reward == "safe"
+    assert defender.role == "defender" and defender.env.reward == "safe"
     assert defender.risk_n == 3  # the first defender phase is the soft-risk warm-up
     assert defender.seed == config.seed + 1
     adversary = config.learner_config("adversary")
-    assert adversary.role == "adversary" and adversary.reward == "perez,novelty_bleu=0.5"
+    assert adversary.role == "adversary" and adversary.env.reward == "perez,novelty_bleu=0.5"
     assert GameConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="prompt_share must be in"):
         tiny_game(tiny_lm_dir, prompt_share=1.5)
@@ -137,7 +137,7 @@ def test_game_config_checks_its_settings_and_builds_both_learners(tiny_lm_dir):
 
 
 def test_the_game_command_builds_its_config_from_flags():
-    from agents.cli import config_from_args
+    from agents.common.flags import config_from_args
     from redteam_cli import build_parser
 
     args = build_parser().parse_args(
@@ -232,7 +232,7 @@ def test_a_trained_defenders_run_directory_is_a_defender(tiny_lm_dir, tmp_path):
 
 
 def test_a_reply_that_mostly_repeats_the_message_is_an_echo():
-    from benchmarks.game import _echoes
+    from benchmarks.selfplay.loop import _echoes
 
     message = "Don't include a bombastic smartphone in your reviews list."
     assert _echoes("No, no. Don't include a bombastic smartphone in your reviews list.", message)
@@ -241,7 +241,7 @@ def test_a_reply_that_mostly_repeats_the_message_is_an_echo():
 
 
 def test_the_paired_gain_and_its_interval():
-    from benchmarks.game import _paired_gain
+    from benchmarks.selfplay.loop import _paired_gain
 
     before = np.linspace(-1.0, 1.0, 20)
     gain = _paired_gain(before + 0.5, before, seed=0)
@@ -257,8 +257,8 @@ def test_the_games_defender_format_reaches_every_defender(tiny_lm_dir, tmp_path)
     """One format for every defender of a game: the frozen defender of the adversary phase
     and of the evaluations (their envs read `env.defender_format`), and the policy of the
     defender learner (its role reads it too)."""
-    from agents.cli import config_from_args
-    from benchmarks.game import Game
+    from agents.common.flags import config_from_args
+    from benchmarks.selfplay import Game
     from redteam_cli import build_parser
     from redteam_gym.roles import ROLES
 

@@ -12,8 +12,8 @@ import torch
 from conftest import tiny_config
 
 from agents import A2C, PPO, RARLHF, A2CConfig, PPOConfig, RARLHFConfig, load_adversary
-from agents.cli import field_docs
 from agents.common.rollout import Rollout, Segment
+from redteam_gym.envs.config import field_docs
 from redteam_gym.judges.base import JudgeOutput
 
 LEARNERS = [(A2C, A2CConfig), (PPO, PPOConfig), (RARLHF, RARLHFConfig)]

@@ -14,10 +14,11 @@ from conftest import tiny_config
 from test_learners import LEARNERS
 
 from agents import PPO, LoRAConfig, PPOConfig, load_adversary
-from agents.cli import add_config_arguments, config_from_args, field_docs
 from agents.common.checkpoint import CheckpointError
+from agents.common.flags import add_flags, config_from_args
 from agents.common.kl import kl_penalty
 from agents.common.training import reference_distributions
+from redteam_gym.envs.config import field_docs
 from redteam_gym.models import load_causal_lm
 
 LORA = LoRAConfig(rank=4, alpha=8)
@@ -202,7 +203,7 @@ def test_an_unknown_target_module_is_named(tiny_lm_dir):
 
 def test_lora_settings_are_options_of_train():
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, PPOConfig)
+    add_flags(parser, PPOConfig)
     args = parser.parse_args(["--lora-rank", "8", "--lora-target-modules", "q_proj,v_proj"])
     config = config_from_args(PPOConfig, args)
     assert config.lora == LoRAConfig(rank=8, target_modules="q_proj,v_proj")

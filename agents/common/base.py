@@ -174,8 +174,10 @@ class OnPolicyLearner:
         c = self.config
         if env.num_envs != c.batch_size:
             raise ValueError(f"env has {env.num_envs} envs but batch_size is {c.batch_size}")
-        if env.max_turns != c.max_turns:
-            raise ValueError(f"env has max_turns={env.max_turns} but max_turns is {c.max_turns}")
+        if env.max_turns != c.env.max_turns:
+            raise ValueError(
+                f"env has max_turns={env.max_turns} but max_turns is {c.env.max_turns}"
+            )
         env_config = _env_config(env)
         theirs = env_config.thread_format() if env_config is not None else self.role.thread
         if self.role.thread_view is not None and theirs != self.role.thread:

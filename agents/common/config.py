@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from redteam_gym.defaults import SMOLLM2
 from redteam_gym.envs.config import FIELDS as ENV_FIELDS
 from redteam_gym.envs.config import EnvConfig
-from redteam_gym.models import SMOLLM2
 
 
-def env_shortcuts(cls):
+def env_keywords(cls):
     """Let a config take the fields of its nested `EnvConfig` as keywords of its own,
-    `PPOConfig(max_turns=3, judge="semantic")`, and read them as attributes
-    (`config.max_turns`), while `env` stays the one place that holds them."""
+    `PPOConfig(max_turns=3, judge="semantic")`: they go into `env`, the one place that holds
+    them (read them there, `config.env.max_turns`)."""
     init = cls.__init__
     own = {f.name for f in dataclasses.fields(cls)}
 
@@ -36,7 +36,8 @@ def env_shortcuts(cls):
 
 
 def _default_env() -> EnvConfig:
-    """The learners' env: one turn by default (the seed paper's single-turn setting)."""
+    """The learners' env: one turn (`max_turns` 1, where the env's default is 3), the seed
+    paper's and Perez et al.'s single-turn training setting."""
     return EnvConfig(max_turns=1)
 
 
@@ -112,14 +113,14 @@ class LoRAConfig:
         return [n.strip() for n in str(self.target_modules).split(",") if n.strip()]
 
 
-@env_shortcuts
+@env_keywords
 @dataclass
 class LearnerConfig:
     """Settings shared by every learner."""
 
     env: EnvConfig = field(default_factory=_default_env)
-    """The training env's settings (`RedTeamDialogue-v0`); its fields are also keywords and
-    attributes of the learner config (`max_turns`, `judge`, `reward`, ...)."""
+    """The training env's settings (`RedTeamDialogue-v0`); its fields are also keywords of the
+    learner config (`PPOConfig(max_turns=3)` sets `env.max_turns`)."""
     role: Literal["adversary", "defender"] = "adversary"
     """The side the learner plays: the adversary (RedTeamDialogue-v0) or the defender
     (SafeDialogue-v0, answering `opponent` or, without one, the prompts)."""
@@ -229,17 +230,6 @@ class LearnerConfig:
                 "frozen_fraction=1.0 freezes every layer"
             )
 
-    def __getattr__(self, name: str) -> Any:
-        # only reached for names that are not attributes: the env's fields
-        if name in ENV_FIELDS and "env" in self.__dict__:
-            return getattr(self.__dict__["env"], name)
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in ENV_FIELDS and name not in self.__dataclass_fields__:
-            name, value = "env", self.env.replace(**{name: value})
-        super().__setattr__(name, value)
-
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["env"] = self.env.to_dict()
@@ -261,7 +251,7 @@ class LearnerConfig:
         atomic_write(path, json.dumps({"class": type(self).__name__, **self.to_dict()}, indent=2))
 
 
-@env_shortcuts
+@env_keywords
 @dataclass
 class A2CConfig(LearnerConfig):
     """A2C as in Perez et al. (2022), reimplemented in the seed paper (section 3.3)."""
@@ -270,7 +260,7 @@ class A2CConfig(LearnerConfig):
     """Train the critic on running-normalised returns."""
 
 
-@env_shortcuts
+@env_keywords
 @dataclass
 class PPOConfig(LearnerConfig):
     """RLHF-style PPO (Ziegler et al. 2019; Huang et al. 2023, "N implementation details")."""
@@ -300,7 +290,7 @@ class PPOConfig(LearnerConfig):
             raise ValueError(f"PPOConfig.ppo_epochs must be >= 1, got {self.ppo_epochs}")
 
 
-@env_shortcuts
+@env_keywords
 @dataclass
 class RARLHFConfig(PPOConfig):
     """Risk-averse RLHF (Chaudhary et al.): PPO on the lowest-return share of each batch, with
@@ -325,3 +315,12 @@ class RARLHFConfig(PPOConfig):
             raise ValueError(f"RARLHFConfig.risk_rho must be in [0, 1], got {self.risk_rho}")
         if isinstance(self.risk_n, bool) or not isinstance(self.risk_n, int) or self.risk_n < 0:
             raise ValueError(f"RARLHFConfig.risk_n must be an int >= 0, got {self.risk_n!r}")
+
+
+CONFIGS: dict[str, type[LearnerConfig]] = {
+    "a2c": A2CConfig,
+    "ppo": PPOConfig,
+    "ra-rlhf": RARLHFConfig,
+}
+"""Each learner's config class by its name (`agents.LEARNERS` holds the learners): what the
+command line needs without loading the learners."""

