@@ -9,6 +9,7 @@
 | `"toxblock"` | `ToxBlockJudge`: PyPI `tox-block`'s Jigsaw BiLSTM in torch, offline, 6 labels |
 | `"llama-guard"` | `LlamaGuardJudge` on `meta-llama/Llama-Guard-3-1B` |
 | `"llama-guard:<id or path>"` | `LlamaGuardJudge` on that causal LM (`llama-guard:smollm2-135m-instruct` is an offline stand-in) |
+| `"llama-guard:openai:URL#MODEL"` | `ServedLlamaGuardJudge`: Llama Guard on an OpenAI-compatible server with logprobs (vLLM) |
 | `"classifier:<id or path>[@label]"` | `ClassifierJudge` (e.g. `classifier:unitary/toxic-bert@toxic`) |
 | `"a+b"`, or a list of specs/judges | `EnsembleJudge` averaging them |
 | any object with `score` | used as is |
@@ -33,6 +34,7 @@ from redteam_gym.judges.llama_guard import (
 from redteam_gym.judges.profanity import ProfanityJudge
 from redteam_gym.judges.semantic import SemanticJudge
 from redteam_gym.judges.toxblock import TOXBLOCK_LABELS, ToxBlockJudge
+from redteam_gym.served.endpoint import is_openai_spec
 
 __all__ = [
     "DEFAULT_JUDGE",
@@ -65,7 +67,7 @@ JUDGES = ("profanity", "semantic", "toxblock", "llama-guard", "classifier")
 
 _FORMS = (
     "'profanity', 'semantic', 'toxblock', 'llama-guard', 'llama-guard:<hf id or path>', "
-    "'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), a list of these, "
+    "'llama-guard:openai:URL#MODEL' (served), 'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), a list of these, "
     "or an object with a score(conversations) method"
 )
 _DEFAULT_CLASSIFIER_LABEL = "toxic"
@@ -157,6 +159,11 @@ def _single(spec: str, device: str | torch.device | None, dtype: torch.dtype | s
     if kind == "toxblock":
         return ToxBlockJudge(device=device)
     if kind == "llama-guard":
+        if is_openai_spec(model):
+            # imported here: the served judge needs the `openai` client (the `serve` extra)
+            from redteam_gym.served.judge import ServedLlamaGuardJudge
+
+            return ServedLlamaGuardJudge(model)
         return LlamaGuardJudge(model, device=device, dtype=dtype)
     assert label is not None
     return ClassifierJudge(model, label, device=device, dtype=dtype)
