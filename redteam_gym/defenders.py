@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from redteam_gym.distributed import is_ray_spec
 from redteam_gym.models import SMOLLM2, ChatLM, Message, ModelNotFoundError, SamplingConfig
 from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.served.endpoint import is_openai_spec
@@ -37,8 +38,9 @@ def make_defender(
 ) -> Defender:
     """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path), a
     trained defender's run directory (a learner's with `role="defender"`: its checkpoint's
-    actor answers), a served model (`"openai:URL#MODEL"`, see `redteam_gym.served`) or an
-    object with `respond`, returned as is. With `thread`, a model reads
+    actor answers), a served model (`"openai:URL#MODEL"`, see `redteam_gym.served`), replicas on
+    Ray actors (`"ray[replicas=N]:SPEC"`, see `redteam_gym.distributed`) or an object with
+    `respond`, returned as is. With `thread`, a model reads
     conversations as a text thread (the completion format) instead of through its chat
     template."""
     if isinstance(spec, Defender):
@@ -46,6 +48,17 @@ def make_defender(
     if not isinstance(spec, str):
         raise ValueError(
             f"defender must be a model name or path or an object with respond(), got {spec!r}"
+        )
+    if is_ray_spec(spec):
+        from redteam_gym.distributed import RayDefender
+
+        return RayDefender(
+            spec,
+            system_prompt=system_prompt,
+            sampling=sampling,
+            device=device,
+            dtype=dtype,
+            thread=thread,
         )
     if is_openai_spec(spec):
         # imported here: the served defender needs the `openai` client (the `serve` extra)

@@ -12,6 +12,7 @@
 | `"llama-guard:openai:URL#MODEL"` | `ServedLlamaGuardJudge`: Llama Guard on an OpenAI-compatible server with logprobs (vLLM) |
 | `"classifier:<id or path>[@label]"` | `ClassifierJudge` (e.g. `classifier:unitary/toxic-bert@toxic`) |
 | `"a+b"`, or a list of specs/judges | `EnsembleJudge` averaging them |
+| `"ray[replicas=N]:<spec>"` | `RayJudge`: that judge on N Ray actors, each batch split over them |
 | any object with `score` | used as is |
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
+from redteam_gym.distributed import is_ray_spec, parse_ray_spec
 from redteam_gym.judges.base import Judge, JudgeOutput, validate_conversations
 from redteam_gym.judges.classifier import ClassifierJudge
 from redteam_gym.judges.ensemble import REDUCTIONS, EnsembleJudge
@@ -67,7 +69,8 @@ JUDGES = ("profanity", "semantic", "toxblock", "llama-guard", "classifier")
 
 _FORMS = (
     "'profanity', 'semantic', 'toxblock', 'llama-guard', 'llama-guard:<hf id or path>', "
-    "'llama-guard:openai:URL#MODEL' (served), 'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), a list of these, "
+    "'llama-guard:openai:URL#MODEL' (served), 'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), "
+    "'ray[replicas=N]:<spec>' (on Ray actors), a list of these, "
     "or an object with a score(conversations) method"
 )
 _DEFAULT_CLASSIFIER_LABEL = "toxic"
@@ -77,6 +80,9 @@ def check_judge_spec(spec: str | Judge | Sequence[str | Judge]) -> None:
     """Raise `ValueError` (listing the valid forms) when `make_judge` could not read `spec`;
     builds nothing and loads no model."""
     if not isinstance(spec, str) and callable(getattr(spec, "score", None)):
+        return
+    if is_ray_spec(spec):
+        check_judge_spec(parse_ray_spec(str(spec))[1])
         return
     if isinstance(spec, str):
         parts: list = spec.split("+") if "+" in spec else [spec]
@@ -110,6 +116,10 @@ def make_judge(
     """
     if not isinstance(spec, str) and callable(getattr(spec, "score", None)):
         return spec  # type: ignore[return-value]
+    if is_ray_spec(spec):
+        from redteam_gym.distributed import RayJudge
+
+        return RayJudge(str(spec), device=device, dtype=dtype)
     if isinstance(spec, str):
         if "+" in spec:
             return _ensemble(spec.split("+"), device, dtype)

@@ -10,7 +10,13 @@ import torch
 from redteam_gym.models.chat import Message
 from redteam_gym.models.generation import SamplingConfig
 from redteam_gym.models.thread import ThreadFormat
-from redteam_gym.served.endpoint import Endpoint, EndpointClient, ServerError, parse_endpoint
+from redteam_gym.served.endpoint import (
+    Endpoint,
+    EndpointClient,
+    ServerError,
+    local_tokenizer,
+    parse_endpoint,
+)
 
 __all__ = ["MAX_STOP_STRINGS", "ServedDefender", "server_stops"]
 
@@ -43,8 +49,13 @@ class ServedDefender:
     tokenises the prompt text itself, so special-token strings inside a message are read as
     special tokens by the server's tokenizer (the in-process defender keeps them plain text).
 
+    The model's tokenizer, where it is on this machine (`;tokenizer=PATH`, or a served model
+    named by a local path or the embedded alias), cuts adversary utterances to the env's
+    `max_utterance_tokens` as with an in-process defender; without one they are not cut.
+
     Args:
-        endpoint: the server, or its spec string `openai:URL#MODEL[;option=value...]`.
+        endpoint: the server, or its spec string
+            `openai:URL#MODEL[;tokenizer=PATH][;option=value...]`.
         sampling: decoding settings for replies.
         system_prompt: prepended as a system message (a header line before a thread).
         thread: the completion format's `ThreadFormat`; None for the chat format.
@@ -58,7 +69,11 @@ class ServedDefender:
         system_prompt: str | None = None,
         thread: ThreadFormat | None = None,
     ) -> None:
-        self.endpoint = parse_endpoint(endpoint)[0] if isinstance(endpoint, str) else endpoint
+        own: dict[str, str] = {}
+        if isinstance(endpoint, str):
+            endpoint, own = parse_endpoint(endpoint, extra=("tokenizer",))
+        self.endpoint = endpoint
+        self.tokenizer = local_tokenizer(own.get("tokenizer") or endpoint.model)
         self.sampling = sampling or SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9)
         if self.sampling.top_k:
             raise ValueError(

@@ -36,6 +36,7 @@ __all__ = [
     "EndpointClient",
     "ServerError",
     "is_openai_spec",
+    "local_tokenizer",
     "parse_endpoint",
 ]
 
@@ -166,6 +167,16 @@ def parse_endpoint(spec: str, extra: Sequence[str] = ()) -> tuple[Endpoint, dict
         except ValueError as exc:
             raise ValueError(f"{spec!r}: option {name}={value!r} is not a number") from exc
     return Endpoint(url.strip(), parts[0], **options), own
+
+
+def local_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer of a model on this machine (a local directory or the embedded alias), or
+    None: a hub id is not looked up, so a served model never triggers a download."""
+    from redteam_gym.models.loading import SMOLLM2, load_tokenizer
+
+    if name_or_path.lower() != SMOLLM2 and not os.path.isdir(name_or_path):
+        return None
+    return load_tokenizer(name_or_path)
 
 
 def _retryable(exc: BaseException) -> bool:
