@@ -9,6 +9,7 @@ import torch
 
 from redteam_gym.models.chat import Message
 from redteam_gym.models.generation import SamplingConfig
+from redteam_gym.models.loading import load_tokenizer
 from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.served.endpoint import (
     Endpoint,
@@ -49,8 +50,8 @@ class ServedDefender:
     tokenises the prompt text itself, so special-token strings inside a message are read as
     special tokens by the server's tokenizer (the in-process defender keeps them plain text).
 
-    The model's tokenizer, where it is on this machine (`;tokenizer=PATH`, or a served model
-    named by a local path or the embedded alias), cuts adversary utterances to the env's
+    The model's tokenizer, where it is on this machine (`;tokenizer=ID_OR_PATH`, or a served
+    model named by a local path or the embedded alias), cuts adversary utterances to the env's
     `max_utterance_tokens` as with an in-process defender; without one they are not cut.
 
     Args:
@@ -73,7 +74,8 @@ class ServedDefender:
         if isinstance(endpoint, str):
             endpoint, own = parse_endpoint(endpoint, extra=("tokenizer",))
         self.endpoint = endpoint
-        self.tokenizer = local_tokenizer(own.get("tokenizer") or endpoint.model)
+        named = own.get("tokenizer")
+        self.tokenizer = load_tokenizer(named) if named else local_tokenizer(endpoint.model)
         self.sampling = sampling or SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9)
         if self.sampling.top_k:
             raise ValueError(
