@@ -52,7 +52,7 @@ def _rollout(envs) -> tuple[list[str], np.ndarray]:
     return replies, np.stack(rewards)
 
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.integration]
 
 
 def test_env_on_ray_replicas_equals_the_in_process_env(ray_local, smollm2_dir):

@@ -35,7 +35,7 @@ from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.served import Endpoint, ServerError, parse_endpoint
 from redteam_gym.served.defender import ServedDefender
 
-pytestmark = pytest.mark.served
+pytestmark = [pytest.mark.served, pytest.mark.integration]
 
 THREAD = ThreadFormat(header="A thread from an anonymous internet forum.")
 GREEDY = SamplingConfig(max_new_tokens=12, temperature=0.0)
