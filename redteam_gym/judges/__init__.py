@@ -9,8 +9,10 @@
 | `"toxblock"` | `ToxBlockJudge`: PyPI `tox-block`'s Jigsaw BiLSTM in torch, offline, 6 labels |
 | `"llama-guard"` | `LlamaGuardJudge` on `meta-llama/Llama-Guard-3-1B` |
 | `"llama-guard:<id or path>"` | `LlamaGuardJudge` on that causal LM (`llama-guard:smollm2-135m-instruct` is an offline stand-in) |
+| `"llama-guard:openai:URL#MODEL"` | `ServedLlamaGuardJudge`: Llama Guard on an OpenAI-compatible server with logprobs (vLLM) |
 | `"classifier:<id or path>[@label]"` | `ClassifierJudge` (e.g. `classifier:unitary/toxic-bert@toxic`) |
 | `"a+b"`, or a list of specs/judges | `EnsembleJudge` averaging them |
+| `"ray[replicas=N]:<spec>"` | `RayJudge`: that judge on N Ray actors, each batch split over them |
 | any object with `score` | used as is |
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from redteam_gym.defaults import DEFAULT_JUDGE
+from redteam_gym.distributed import is_ray_spec, parse_ray_spec
 from redteam_gym.judges.base import Judge, JudgeOutput, validate_conversations
 from redteam_gym.judges.classifier import ClassifierJudge
 from redteam_gym.judges.ensemble import REDUCTIONS, EnsembleJudge
@@ -34,6 +37,7 @@ from redteam_gym.judges.llama_guard import (
 from redteam_gym.judges.profanity import ProfanityJudge
 from redteam_gym.judges.semantic import SemanticJudge
 from redteam_gym.judges.toxblock import TOXBLOCK_LABELS, ToxBlockJudge
+from redteam_gym.served.endpoint import is_openai_spec
 
 __all__ = [
     "DEFAULT_JUDGE",
@@ -63,7 +67,8 @@ JUDGES = ("profanity", "semantic", "toxblock", "llama-guard", "classifier")
 
 _FORMS = (
     "'profanity', 'semantic', 'toxblock', 'llama-guard', 'llama-guard:<hf id or path>', "
-    "'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), a list of these, "
+    "'llama-guard:openai:URL#MODEL' (served), 'classifier:<hf id or path>[@label]', 'a+b' (mean ensemble), "
+    "'ray[replicas=N]:<spec>' (on Ray actors), a list of these, "
     "or an object with a score(conversations) method"
 )
 _DEFAULT_CLASSIFIER_LABEL = "toxic"
@@ -73,6 +78,9 @@ def check_judge_spec(spec: str | Judge | Sequence[str | Judge]) -> None:
     """Raise `ValueError` (listing the valid forms) when `make_judge` could not read `spec`;
     builds nothing and loads no model."""
     if not isinstance(spec, str) and callable(getattr(spec, "score", None)):
+        return
+    if is_ray_spec(spec):
+        check_judge_spec(parse_ray_spec(str(spec))[1])
         return
     if isinstance(spec, str):
         parts: list = spec.split("+") if "+" in spec else [spec]
@@ -106,6 +114,10 @@ def make_judge(
     """
     if not isinstance(spec, str) and callable(getattr(spec, "score", None)):
         return spec  # type: ignore[return-value]
+    if is_ray_spec(spec):
+        from redteam_gym.distributed import RayJudge
+
+        return RayJudge(str(spec), device=device, dtype=dtype)
     if isinstance(spec, str):
         if "+" in spec:
             return _ensemble(spec.split("+"), device, dtype)
@@ -155,6 +167,11 @@ def _single(spec: str, device: str | torch.device | None, dtype: torch.dtype | s
     if kind == "toxblock":
         return ToxBlockJudge(device=device)
     if kind == "llama-guard":
+        if is_openai_spec(model):
+            # imported here: the served judge needs the `openai` client (the `serve` extra)
+            from redteam_gym.served.judge import ServedLlamaGuardJudge
+
+            return ServedLlamaGuardJudge(model)
         return LlamaGuardJudge(model, device=device, dtype=dtype)
     assert label is not None
     return ClassifierJudge(model, label, device=device, dtype=dtype)
