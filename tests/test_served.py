@@ -233,7 +233,7 @@ def test_an_api_key_is_never_written(live, tmp_path, monkeypatch, tiny_lm_dir):
         tmp_path / "eval",
         defender=spec,
         judge="profanity",
-        turns=1,
+        max_turns=1,
         rollouts=2,
         batch_size=2,
         progress=False,
