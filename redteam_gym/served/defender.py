@@ -13,7 +13,7 @@ from redteam_gym.models.loading import load_tokenizer
 from redteam_gym.models.thread import ThreadFormat
 from redteam_gym.served.endpoint import (
     Endpoint,
-    EndpointClient,
+    ServedModel,
     ServerError,
     local_tokenizer,
     parse_endpoint,
@@ -35,7 +35,7 @@ def server_stops(thread: ThreadFormat) -> list[str]:
     return ["\n\n", *(f"\n{speaker}:" for speaker in thread.speakers)][:MAX_STOP_STRINGS]
 
 
-class ServedDefender:
+class ServedDefender(ServedModel):
     """Replies from a model behind an OpenAI-compatible API, one request per conversation.
 
     In the completion format (`thread` given) the prompt is the text that the in-process
@@ -85,31 +85,14 @@ class ServedDefender:
         self.system_prompt = system_prompt
         self.thread = thread
         self.name = self.endpoint.spec()
-        self._client: EndpointClient | None = None
 
     @property
     def format(self) -> str:
         """`"chat"` or `"completion"` (a text thread)."""
         return "chat" if self.thread is None else "completion"
 
-    @property
-    def client(self) -> EndpointClient:
-        """The HTTP client, made on first use (so that a defender pickles without one)."""
-        if self._client is None:
-            self._client = EndpointClient(self.endpoint)
-        return self._client
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None}
-
     def __repr__(self) -> str:
         return f"ServedDefender({self.name!r}, format={self.format!r})"
-
-    def close(self) -> None:
-        """Close the HTTP client and its pool."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def _messages(self, conversation: Sequence[Message]) -> list[Message]:
         messages = list(conversation)

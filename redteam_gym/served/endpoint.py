@@ -34,6 +34,7 @@ __all__ = [
     "OPENAI_PREFIX",
     "Endpoint",
     "EndpointClient",
+    "ServedModel",
     "ServerError",
     "is_openai_spec",
     "local_tokenizer",
@@ -277,3 +278,28 @@ class EndpointClient:
                 f.cancel()
             raise failed.exception()  # type: ignore[misc]
         return [f.result() for f in futures]
+
+
+class ServedModel:
+    """What a served defender and a served judge share: their `endpoint`, and an HTTP client
+    made on first use, left out of pickles (so that Ray can ship the object) and closed by
+    `close`."""
+
+    endpoint: Endpoint
+    _client: EndpointClient | None = None
+
+    @property
+    def client(self) -> EndpointClient:
+        """The HTTP client, made on first use."""
+        if self._client is None:
+            self._client = EndpointClient(self.endpoint)
+        return self._client
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}
+
+    def close(self) -> None:
+        """Close the HTTP client and its pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from redteam_gym.judges.llama_guard import (
 from redteam_gym.models import ModelNotFoundError
 from redteam_gym.models.chat import Message, encode_chat
 from redteam_gym.models.loading import load_tokenizer
-from redteam_gym.served.endpoint import Endpoint, EndpointClient, ServerError, parse_endpoint
+from redteam_gym.served.endpoint import Endpoint, ServedModel, ServerError, parse_endpoint
 
 __all__ = ["DEFAULT_TOP_LOGPROBS", "ServedLlamaGuardJudge", "p_unsafe_from_logprobs"]
 
@@ -44,7 +43,7 @@ def p_unsafe_from_logprobs(
     return 1.0 / (1.0 + math.exp(log_safe - log_unsafe))
 
 
-class ServedLlamaGuardJudge:
+class ServedLlamaGuardJudge(ServedModel):
     """P(unsafe) from a Llama Guard served on `/v1/completions` with `logprobs`.
 
     The prompt is the in-process `LlamaGuardJudge`'s (the same guard prompt, chat template and
@@ -102,24 +101,9 @@ class ServedLlamaGuardJudge:
         self._server_prefix = [
             i for i in tok("", add_special_tokens=True).input_ids if i is not None
         ]
-        self._client: EndpointClient | None = None
-
-    @property
-    def client(self) -> EndpointClient:
-        if self._client is None:
-            self._client = EndpointClient(self.endpoint)
-        return self._client
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None}
 
     def __repr__(self) -> str:
         return f"ServedLlamaGuardJudge({self.endpoint.spec()!r}, normalize={self.normalize})"
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def prompt(self, conversation: Sequence[Message]) -> str:
         """The text whose next token is the verdict (the in-process judge's ids, as text)."""
