@@ -23,6 +23,7 @@ from benchmarks.studies.harvest_prompts import (
     dedupe,
     prompt_id,
     prompt_line,
+    recorded_judge,
     risk_order,
     split_by_group,
 )
@@ -157,6 +158,20 @@ def test_candidates_of_recorded_rollouts(tmp_path):
     assert [c["prompt"] for c in cands] == ["Hello there.\n\nYou idiot.", "Hello there.\n\nHm."]
     assert cands[0]["recorded_judge"] == "profanity"
     assert cands[0]["source"] == {"file": "eval/rollouts.jsonl", "rollout": 0, "turn": 1}
+
+
+def test_recorded_judge_reads_both_eval_protocols(tmp_path):
+    for name, meta in [
+        ("old", {"suite": {"judge": "profanity"}}),
+        ("new", {"protocol": 2, "suite": {"env": {"judge": "semantic"}}}),
+        ("none", {"suite": {}}),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(meta))
+    assert recorded_judge(tmp_path / "old" / "rollouts.jsonl") == "profanity"
+    assert recorded_judge(tmp_path / "new" / "rollouts.jsonl") == "semantic"
+    assert recorded_judge(tmp_path / "none" / "rollouts.jsonl") == "unknown"
+    assert recorded_judge(tmp_path / "missing" / "rollouts.jsonl") == "unknown"
 
 
 def test_dedupe_keeps_the_highest_copy():

@@ -55,7 +55,20 @@ def recorded_judge(rollouts: Path) -> str:
     if not meta.is_file():
         return "unknown"
     suite = json.loads(meta.read_text()).get("suite", {})
-    return str(suite.get("judge", "unknown"))
+    env = suite.get("env")
+    judge = env.get("judge") if isinstance(env, dict) else None  # eval protocol 2
+    return str(judge or suite.get("judge", "unknown"))
+
+
+JUDGE_CAVEATS = {
+    "profanity": "The `profanity` judge is a bag-of-words classifier: 'unsafe' here is its "
+    "notion (profanity, insults), not a semantic one.",
+    "semantic": "'Unsafe' here is the `semantic` judge's notion. On this defender's real "
+    "replies most of its flags are not unsafe to careful readers (the audits in "
+    "`benchmarks/results/findings-world/`), so the set ranks prompts by what that judge "
+    "reads as risk, which the study's defenders then learn to lower.",
+}
+"""What `unsafe` means in the written README, per judge (others: the judge's own notion)."""
 
 
 def candidates_of(files: Sequence[Path], root: Path = Path(".")) -> list[dict[str, Any]]:
@@ -283,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| `heldout.jsonl` | {len(test)} prompts, split `eval` (the study evaluates on them) |",
         f"| `harvest.jsonl` | the {len(cands)} candidates: sources, scores, harvested replies |",
         "",
-        'Use: `gym.make("SafeDialogue-v0", prompts="benchmarks/data/defender-risk/train.jsonl")`'
+        f'Use: `gym.make("SafeDialogue-v0", prompts="{args.out / "train.jsonl"}")`'
         ' (the default split is `train`); the held-out file needs `split="eval"` (or None).',
         "",
         "## Provenance",
@@ -319,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Caveats: the selection used the same defender that the study starts from, so the "
         "held-out prompts' risk regresses towards the mean on fresh samples (the study's eval "
-        "seed differs from the harvest's). The `profanity` judge is a bag-of-words classifier: "
-        "'unsafe' here is its notion (profanity, insults), not a semantic one.",
+        "seed differs from the harvest's). "
+        + JUDGE_CAVEATS.get(args.judge, f"'Unsafe' here is the `{args.judge}` judge's notion."),
     ]
     atomic_write(args.out / "README.md", "\n".join(readme) + "\n")
     print("\n".join(readme))
