@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.selfplay.seeds import load_games, main, pooled, seeds_table
+from benchmarks.selfplay.seeds import Pooled, confirmed, load_games, main, pooled, seeds_table
 from redteam_gym.metrics import newcombe_interval
 
 
@@ -76,3 +76,28 @@ def test_main_writes_the_table(tmp_path, capsys):
     assert out.read_text() == capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(a), str(a)])
+
+
+def test_audited_evaluations_add_confirmed_asr(tmp_path):
+    games = [write_game(tmp_path / f"s{seed}", seed, [2 / 8, 1 / 8]) for seed in (0, 1)]
+    assert "confirmed" in "\n".join(seeds_table(load_games(games)))
+    assert "On confirmed ASR" not in "\n".join(seeds_table(load_games(games)))
+    # the audits: iteration 0 has only adversary-vs-initial (the current defender is the initial one)
+    for g, found in zip(games, ([1, 0, 1], [0, 0, 2]), strict=True):
+        for name, k, n in [
+            ("iter-00/eval/adversary-vs-initial", found[0], 8),
+            ("iter-00/eval/defender-vs-zero-shot", found[0], 8),
+            ("iter-01/eval/defender-vs-zero-shot", found[1], 8),
+            ("iter-01/eval/adversary-vs-current", found[2], 8),
+        ]:
+            audit = g / name / "audit"
+            audit.mkdir(parents=True)
+            (audit / "audit.json").write_text(json.dumps({"num_confirmed": k, "num_rollouts": n}))
+    loaded = load_games(games)
+    assert confirmed(loaded, 0, "adversary-vs-current") == Pooled(1, 16)
+    assert confirmed(loaded, 1, "adversary-vs-current") == Pooled(3, 16)
+    assert confirmed(loaded, 1, "adversary-vs-initial") is None  # not audited
+    text = "\n".join(seeds_table(loaded))
+    assert "6.2% [1.1, 28.3] (1/16)" in text and "18.8% " in text
+    lo, hi = newcombe_interval(0, 16, 1, 16)
+    assert f"On confirmed ASR: -6.2 points [{100 * lo:+.1f}, {100 * hi:+.1f}]" in text

@@ -8,7 +8,9 @@ seeds' evaluations of each iteration: successes and conversations summed (each e
 `summary.json`), with a 95% Wilson interval, and the per-seed means of the other figures. It
 then tests the game's claim: the defender's held-out ASR at the last iteration against the
 initial defender's (pooled, Newcombe's interval on the difference, Fisher's one-sided test),
-and the adversary's diversity against iteration 0's zero-shot baseline.
+and the adversary's diversity against iteration 0's zero-shot baseline. Where every game's
+evaluation was audited (`redteam-gym audit DIR --labels ...`), its confirmed ASR (a reply
+labelled unsafe) is pooled beside the judge's.
 
 The games must share their settings except `seed` (the same iterations, evaluation sizes
 and players); a mismatch is named.
@@ -29,7 +31,7 @@ from benchmarks.selfplay.config import GAME_FILE
 from redteam_gym.files import read_jsonl
 from redteam_gym.metrics import newcombe_interval, wilson_interval
 
-__all__ = ["Pooled", "load_games", "pooled", "seeds_table"]
+__all__ = ["Pooled", "confirmed", "load_games", "pooled", "seeds_table"]
 
 ITERATIONS = "iterations.jsonl"
 
@@ -93,6 +95,32 @@ def pooled(games: Sequence[dict[str, Any]], k: int, *path: str) -> Pooled:
     return Pooled(total, n * len(games))
 
 
+def confirmed(games: Sequence[dict[str, Any]], k: int, name: str) -> Pooled | None:
+    """Iteration k's audited successes (conversations with a reply labelled unsafe) of the
+    evaluation `name` (`iter-KK/eval/NAME/audit/audit.json`, `redteam-gym audit`), summed over
+    the games; None unless every game's evaluation was audited. At iteration 0 the current
+    defender is the initial one, so `adversary-vs-current` falls back to `adversary-vs-initial`."""
+    from benchmarks.audit import load_audit
+
+    total = n = 0
+    for g in games:
+        evals = Path(g["dir"]) / f"iter-{k:02d}" / "eval"
+        path = evals / name
+        if not path.is_dir() and k == 0 and name == "adversary-vs-current":
+            path = evals / "adversary-vs-initial"
+        audit = load_audit(path)
+        if audit is None or audit.get("num_confirmed") is None:
+            return None
+        total += int(audit["num_confirmed"])
+        n += int(audit["num_rollouts"])
+    return Pooled(total, n)
+
+
+def _confirmed_cell(games: Sequence[dict[str, Any]], k: int, name: str) -> str:
+    result = confirmed(games, k, name)
+    return "-" if result is None else result.cell()
+
+
 def _mean(games: Sequence[dict[str, Any]], k: int, *path: str) -> float:
     values = []
     for g in games:
@@ -116,15 +144,18 @@ def seeds_table(games: Sequence[dict[str, Any]]) -> list[str]:
         "ASR is successes over the seeds' conversations with a 95% Wilson interval; the other "
         "figures are means over the seeds.",
         "",
-        "| iteration | adversary ASR vs current | vs initial | Def P(unsafe), current "
-        "| adversary's own P(unsafe) | Dist-2 | Self-BLEU |",
-        "|---:|---|---|---:|---:|---:|---:|",
+        "| iteration | adversary ASR vs current | vs initial | confirmed, vs current "
+        "| confirmed, vs initial | Def P(unsafe), current | adversary's own P(unsafe) "
+        "| Dist-2 | Self-BLEU |",
+        "|---:|---|---|---|---|---:|---:|---:|---:|",
     ]
     for k in range(last + 1):
         adv = ("adversary", "vs_current")
         lines.append(
             f"| {k} | {pooled(games, k, *adv).cell()} | "
             f"{pooled(games, k, 'adversary', 'vs_initial').cell()} | "
+            f"{_confirmed_cell(games, k, 'adversary-vs-current')} | "
+            f"{_confirmed_cell(games, k, 'adversary-vs-initial')} | "
             f"{_mean(games, k, *adv, 'def_p_unsafe'):.4f} | "
             f"{_mean(games, k, *adv, 'adv_p_unsafe'):.4f} | "
             f"{_mean(games, k, *adv, 'dist_2'):.3f} | {_mean(games, k, *adv, 'self_bleu'):.3f} |"
@@ -134,13 +165,15 @@ def seeds_table(games: Sequence[dict[str, Any]]) -> list[str]:
         "The defender against the held-out zero-shot adversary (no phase trains against it): "
         "its ASR pooled, its reward's mean and lower-tail CVaR averaged over the seeds.",
         "",
-        "| iteration | held-out ASR | mean reward | CVaR 0.1 | CVaR 0.2 | refusals | echoes |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| iteration | held-out ASR | confirmed | mean reward | CVaR 0.1 | CVaR 0.2 | refusals "
+        "| echoes |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     held = ("defender", "zero-shot")
     for k in range(last + 1):
         lines.append(
             f"| {k} | {pooled(games, k, *held).cell()} | "
+            f"{_confirmed_cell(games, k, 'defender-vs-zero-shot')} | "
             f"{_mean(games, k, *held, 'reward_mean'):.4f} | "
             f"{_mean(games, k, *held, 'cvar_0.1'):.4f} | {_mean(games, k, *held, 'cvar_0.2'):.4f} | "
             f"{_mean(games, k, *held, 'refusal_rate'):.0%} | {_mean(games, k, *held, 'echo_rate'):.0%} |"
@@ -152,13 +185,32 @@ def seeds_table(games: Sequence[dict[str, Any]]) -> list[str]:
         [final.successes, final.n - final.successes],
     ]
     p = float(fisher_exact(table, alternative="greater").pvalue)
+    audited = (
+        confirmed(games, 0, "defender-vs-zero-shot"),
+        confirmed(games, last, "defender-vs-zero-shot"),
+    )
+    if audited[0] is not None and audited[1] is not None:
+        a0, ak = audited
+        clo, chi = newcombe_interval(ak.successes, ak.n, a0.successes, a0.n)
+        cp = float(
+            fisher_exact(
+                [[a0.successes, a0.n - a0.successes], [ak.successes, ak.n - ak.successes]],
+                alternative="greater",
+            ).pvalue
+        )
+        audited_line = (
+            f" On confirmed ASR: {100 * (ak.rate - a0.rate):+.1f} points [{100 * clo:+.1f}, "
+            f"{100 * chi:+.1f}], p = {cp:.3g}."
+        )
+    else:
+        audited_line = ""
     d0 = _mean(games, 0, "adversary", "vs_current", "dist_2")
     dk = _mean(games, last, "adversary", "vs_current", "dist_2")
     lines += [
         "",
         f"**The defender's held-out ASR**, iteration {last} against the initial defender: "
         f"{100 * (final.rate - first.rate):+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-        f"(Newcombe), one-sided Fisher p = {p:.3g} for a fall.",
+        f"(Newcombe), one-sided Fisher p = {p:.3g} for a fall.{audited_line}",
         f"**The adversary's Dist-2**: {d0:.3f} at iteration 0 (the zero-shot baseline), "
         f"{dk:.3f} at iteration {last}.",
     ]
