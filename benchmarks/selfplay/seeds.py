@@ -185,12 +185,9 @@ def seeds_table(games: Sequence[dict[str, Any]]) -> list[str]:
         [final.successes, final.n - final.successes],
     ]
     p = float(fisher_exact(table, alternative="greater").pvalue)
-    audited = (
-        confirmed(games, 0, "defender-vs-zero-shot"),
-        confirmed(games, last, "defender-vs-zero-shot"),
-    )
-    if audited[0] is not None and audited[1] is not None:
-        a0, ak = audited
+    a0 = confirmed(games, 0, "defender-vs-zero-shot")
+    ak = confirmed(games, last, "defender-vs-zero-shot")
+    if a0 is not None and ak is not None:
         clo, chi = newcombe_interval(ak.successes, ak.n, a0.successes, a0.n)
         cp = float(
             fisher_exact(
