@@ -620,6 +620,11 @@ def measure(args: argparse.Namespace) -> Measurement:
                 print(f"round {r + 1}: {side.name} ...", flush=True)
                 if name == LLAMA_CPP:
                     result = run_child([str(llama_python), str(WORKER), str(job_path)], LLAMA_CPP)
+                    if result.get("n_vocab", len(tokenizer)) != len(tokenizer):
+                        raise RuntimeError(
+                            f"the GGUF's vocabulary ({result['n_vocab']} ids) is not our "
+                            f"tokenizer's ({len(tokenizer)}): the prompts' ids would differ"
+                        )
                 else:
                     extra = ["--with-fidelity"] if r == 0 and args.fidelity else []
                     result = run_child([*me, "--child", "ours", "--mode", name, *extra], side.name)

@@ -151,10 +151,11 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     context = -(-(max(len(p) for p in prompts) + new_tokens + 1) // 256) * 256
     result: dict[str, Any] = {"batches": {}, "errors": {}}
     for size in job["batch_sizes"]:
-        engine = Engine(llama_cpp, model, size, context, job["threads"])
-        result["n_vocab"] = engine.n_vocab
+        engine = None
         runs = []
         try:
+            engine = Engine(llama_cpp, model, size, context, job["threads"])
+            result["n_vocab"] = engine.n_vocab
             for r in range(job["warmup"] + job["repeats"]):
                 seconds = prefill = 0.0
                 tokens: list[list[int]] = []
@@ -169,7 +170,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         except RuntimeError as exc:
             result["errors"][str(size)] = str(exc)
         finally:
-            engine.close()
+            if engine is not None:
+                engine.close()
         if runs:
             result["batches"][str(size)] = runs
     llama_cpp.llama_model_free(model)
