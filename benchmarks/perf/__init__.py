@@ -7,6 +7,10 @@
 - `python -m benchmarks.perf.learners`: seconds per update and peak memory of each learner.
 - `python -m benchmarks.perf.ppo_vs_trl`: our PPO update beside TRL's `PPOTrainer` on the same
   work, and against the floor of its compute.
+- `python -m benchmarks.perf.frozen_inference`: the frozen defender's decode tokens/s and
+  seconds per reply at batch 1 and 8, ours in fp32, bf16 and int8 beside llama.cpp on the
+  shipped GGUF (its worker `llamacpp_worker.py` in a venv of its own), with equal work checked
+  token by token, the greedy replies' agreement with fp32, and the judge's texts/s.
 - `python -m benchmarks.perf.soak`: RSS after every reset over a few hundred conversations of
   the native vector env (a leak shows as a climb across resets).
 - `python -m benchmarks.perf.scale_out`: dialogues per second in-process, with the defender
