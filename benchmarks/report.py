@@ -33,6 +33,7 @@ from benchmarks.metric_specs import METRICS, MetricSpec, format_metric
 
 __all__ = [
     "PLOTS",
+    "emit_markdown",
     "example_conversations",
     "plot_all",
     "prompt_scores",
@@ -416,3 +417,15 @@ def _plot_returns(ax: Any, summary: dict[str, Any], records: Sequence[dict[str, 
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Distribution of episode returns")
     ax.legend(loc="best")
+
+
+def emit_markdown(lines: Sequence[str], out: str | os.PathLike[str] | None = None) -> int:
+    """Print a command's markdown `lines`, and write them to `out` too when given (atomic);
+    the exit status 0 for the command's `main`."""
+    from redteam_gym.files import atomic_write
+
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if out is not None:
+        atomic_write(out, text)
+    return 0

@@ -259,3 +259,25 @@ def test_the_report_compares_at_each_sides_best_batch() -> None:
     assert "| ours bf16 | 8 | 7/8 |" in report
     assert "| ours bf16 | 1/2 | 50% |" in report
     assert "| 8 | 40.0 |" in report
+
+
+def test_ensure_venv_reuses_a_matching_venv_and_builds_otherwise(tmp_path, monkeypatch):
+    import benchmarks.perf as perf
+
+    calls = []
+    monkeypatch.setattr(perf.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    venv = tmp_path / "venv"
+    venv.mkdir()  # the faked `python -m venv` makes nothing
+    python = perf.ensure_venv(venv, ["a==1", "torch==2"], first=["torch==2"])
+    assert python == venv / "bin" / "python"
+    assert (
+        calls[0][1:3] == ["-m", "venv"]
+        and calls[1][-1] == "torch==2"
+        and calls[2][-2:] == ["a==1", "torch==2"]
+    )
+    (venv / "bin").mkdir()
+    python.write_text("")
+    calls.clear()
+    assert perf.ensure_venv(venv, ["a==1", "torch==2"]) == python and calls == []
+    perf.ensure_venv(venv, ["a==2"])  # other requirements: rebuilt
+    assert calls[-1][-1] == "a==2"

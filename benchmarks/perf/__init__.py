@@ -38,6 +38,7 @@ __all__ = [
     "command_line",
     "cpu_model",
     "emit_result",
+    "ensure_venv",
     "load_average",
     "machine_info",
     "report_header",
@@ -180,3 +181,24 @@ def run_benchmark(
     info["load average (1/5/15 min) at end"] = load_average()
     write_report(args.out, render(command, info, result))
     return 0
+
+
+def ensure_venv(
+    path: Path, requirements: Sequence[str], *, first: Sequence[str] = (), note: str = ""
+) -> Path:
+    """A peer library's own virtual environment (`path`): its python, created and installed
+    on first use, and reused while its marker file holds the same `requirements`. `first`
+    are installed alone before the rest (torch, so that pip takes the local CPU build)."""
+    python = path / "bin" / "python"
+    marker = path / "redteam-gym-requirements.txt"
+    wanted = "\n".join(requirements) + "\n"
+    if python.is_file() and marker.is_file() and marker.read_text() == wanted:
+        return python
+    print(f"creating {path} with {' '.join(requirements)} (once{note}) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if first:
+        subprocess.run([*pip, *first], check=True)
+    subprocess.run([*pip, *requirements], check=True)
+    marker.write_text(wanted)
+    return python

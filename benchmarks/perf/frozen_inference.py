@@ -59,7 +59,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import report_header, run_benchmark, run_child
+from benchmarks.perf import ensure_venv, report_header, run_benchmark, run_child
 
 MODULE = "benchmarks.perf.frozen_inference"
 LLAMA_CPP_VERSION = "0.3.36"
@@ -91,21 +90,7 @@ def llamacpp_requirements() -> list[str]:
 
 def ensure_llamacpp_venv(path: Path) -> Path:
     """The llama.cpp virtual environment's python, created and installed on first use."""
-    python = path / "bin" / "python"
-    marker = path / "redteam-gym-requirements.txt"
-    wanted = "\n".join(llamacpp_requirements()) + "\n"
-    if python.is_file() and marker.is_file() and marker.read_text() == wanted:
-        return python
-    print(
-        f"creating {path} with {' '.join(llamacpp_requirements())} (once: compiles llama.cpp, "
-        "minutes) ...",
-        flush=True,
-    )
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, *llamacpp_requirements()], check=True)
-    marker.write_text(wanted)
-    return python
+    return ensure_venv(path, llamacpp_requirements(), note=": compiles llama.cpp, minutes")
 
 
 # ----- the shared work -----------------------------------------------------------------------

@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.perf import (
+    ensure_venv,
     report_header,
     run_benchmark,
     run_child,
@@ -72,20 +72,10 @@ def trl_requirements() -> list[str]:
 
 
 def ensure_trl_venv(path: Path) -> Path:
-    """The TRL virtual environment's python, created and installed on first use."""
-    python = path / "bin" / "python"
-    marker = path / "redteam-gym-requirements.txt"
-    wanted = "\n".join(trl_requirements()) + "\n"
-    if python.is_file() and marker.is_file() and marker.read_text() == wanted:
-        return python
-    print(f"creating {path} with {' '.join(trl_requirements())} (once) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    # torch first and alone: pip then takes the local CPU build, not a CUDA one from the index
-    subprocess.run([*pip, trl_requirements()[-1]], check=True)
-    subprocess.run([*pip, *trl_requirements()], check=True)
-    marker.write_text(wanted)
-    return python
+    """The TRL virtual environment's python, created and installed on first use (torch first
+    and alone: pip then takes the local CPU build, not a CUDA one from the index)."""
+    requirements = trl_requirements()
+    return ensure_venv(path, requirements, first=requirements[-1:])
 
 
 # ----- the shared job ------------------------------------------------------------------------

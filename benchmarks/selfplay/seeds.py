@@ -223,13 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         games = load_games(args.games)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
-    text = "\n".join(seeds_table(games)) + "\n"
-    print(text, end="")
-    if args.out is not None:
-        from redteam_gym.files import atomic_write
+    from benchmarks.report import emit_markdown
 
-        atomic_write(args.out, text)
-    return 0
+    return emit_markdown(seeds_table(games), args.out)
 
 
 if __name__ == "__main__":

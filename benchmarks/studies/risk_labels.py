@@ -134,13 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         groups = joined(args.study, args.labels or args.study / "audit")
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
-    text = "\n".join(risk_labels_report(groups, args.threshold)) + "\n"
-    print(text, end="")
-    if args.out is not None:
-        from redteam_gym.files import atomic_write
+    from benchmarks.report import emit_markdown
 
-        atomic_write(args.out, text)
-    return 0
+    return emit_markdown(risk_labels_report(groups, args.threshold), args.out)
 
 
 if __name__ == "__main__":
