@@ -33,6 +33,7 @@ def make_defender(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     thread: ThreadFormat | None = None,
+    weights: str = "dense",
 ) -> Defender:
     """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path), a
     trained defender's run directory (a learner's with `role="defender"`: its checkpoint's
@@ -57,6 +58,7 @@ def make_defender(
             device=device,
             dtype=dtype,
             thread=thread,
+            weights=weights,
         )
     if is_openai_spec(spec):
         # imported here: the served defender needs the `openai` client (the `serve` extra)
@@ -68,6 +70,7 @@ def make_defender(
             run_actor(spec) or spec,
             device=device,
             dtype=dtype,
+            weights=weights,
             sampling=sampling,
             system_prompt=system_prompt,
             thread=thread,

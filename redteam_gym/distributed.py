@@ -215,7 +215,7 @@ class RayDefender:
         spec: `ray[option=value,...]:SPEC`, or the inner spec with `options`.
         options: Ray settings when `spec` is the inner spec.
         **settings: `make_defender`'s keywords (sampling, system_prompt, thread, device,
-            dtype), given to every replica.
+            dtype, weights), given to every replica.
     """
 
     def __init__(self, spec: str, options: RayOptions | None = None, **settings: Any) -> None:

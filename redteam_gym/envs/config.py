@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 MIN_TURNS, MAX_TURNS = 1, 5
 SPLITS = ("train", "eval")
 DEFENDER_FORMATS = ("chat", "completion")
+DEFENDER_WEIGHTS = ("dense", "int4")
 
 
 @dataclass
@@ -108,6 +109,11 @@ class EnvConfig:
     """Device of the defender and the judge ('cpu', 'cuda', ...); default: CUDA if available."""
     dtype: str | torch.dtype | None = None
     """Their dtype ('float32', 'bfloat16'); default: bf16 on GPU, fp32 on CPU."""
+    defender_weights: str = "dense"
+    """How a local defender model holds its weights: 'dense' (in `dtype`) or 'int4' (on the
+    CPU: the layers whose weights lie on a 4-bit grid, as the embedded defender's Q4 GGUF's
+    do, run as 4-bit weights with bf16 activations, as llama.cpp runs them; the judge keeps
+    `dtype`). See redteam_gym.models.int4 and benchmarks/results/perf-frozen-inference.md."""
 
     def __post_init__(self) -> None:
         problems = [p for p in (self._problem(f.name) for f in dataclasses.fields(self)) if p]
@@ -160,6 +166,8 @@ class EnvConfig:
                 self._thread()
             except (ValueError, TypeError) as exc:
                 return f"{name}: {exc}"
+        if name == "defender_weights" and value not in DEFENDER_WEIGHTS:
+            return f"defender_weights must be one of {DEFENDER_WEIGHTS}, got {value!r}"
         if name == "split" and value is not None and value not in SPLITS:
             return f"split must be one of {SPLITS} or None, got {value!r}"
         if name in ("prompts", "defender") and isinstance(value, str) and not value.strip():

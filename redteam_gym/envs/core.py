@@ -167,6 +167,7 @@ class DialogueEngine:
             device=c.device,
             dtype=c.dtype,
             thread=thread,
+            weights=c.defender_weights,
         )
         # the conversation as the defender reads it: a chat, or a thread with the opener apart;
         # a defender object that says its format (`ChatLM.format`) keeps its own

@@ -74,9 +74,12 @@ class ChatLM:
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        weights: str = "dense",
         **kwargs,
     ) -> ChatLM:
-        model, tokenizer = load_causal_lm(name_or_path, device=device, dtype=dtype, frozen=True)
+        model, tokenizer = load_causal_lm(
+            name_or_path, device=device, dtype=dtype, frozen=True, weights=weights
+        )
         chat = cls(model, tokenizer, **kwargs)
         chat.name = name_or_path
         return chat

@@ -130,11 +130,17 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
+WEIGHTS = ("dense", "int4")
+"""How a frozen model holds its linear layers: dense in its dtype, or `int4` (the layers whose
+weights lie on a 4-bit grid, as a Q4 GGUF's do, packed as 4-bit; see `models.int4`)."""
+
+
 @dataclass(frozen=True)
 class _Key:
     path: str
     device: str
     dtype: torch.dtype
+    weights: str = "dense"
 
 
 _frozen_models: dict[_Key, tuple[PreTrainedModel, PreTrainedTokenizerBase]] = {}
@@ -159,6 +165,7 @@ def load_causal_lm(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     frozen: bool = True,
+    weights: str = "dense",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer.
 
@@ -169,8 +176,20 @@ def load_causal_lm(
         frozen: a frozen model is put in eval mode with `requires_grad=False` and shared
             within the process, so the defender, the judge and a learner's reference model
             hold one copy when they name the same model. Pass `frozen=False` for a trainable copy.
+        weights: `"dense"`, or `"int4"` for a frozen model on the CPU whose 4-bit weights (a Q4
+            GGUF's, as the embedded defender's) run as 4-bit weights with bf16 activations;
+            `dtype` is then bf16. See `redteam_gym.models.int4`.
     """
     device = str(device or default_device())
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if weights == "int4":
+        if not frozen or torch.device(device).type != "cpu":
+            raise ValueError(
+                f"weights='int4' is for a frozen model on the CPU, got frozen={frozen}, "
+                f"device={device!r}"
+            )
+        return _load_int4(name_or_path, device)
     torch_dtype: torch.dtype = (
         getattr(torch, dtype) if isinstance(dtype, str) else dtype or default_dtype(device)
     )
@@ -191,6 +210,27 @@ def load_causal_lm(
         model.eval().requires_grad_(False)
         _frozen_models[key] = (model, tokenizer)
     return model, tokenizer
+
+
+def _load_int4(name_or_path: str, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A shared frozen copy with 4-bit weights, packed from a private fp32 load (a weight
+    rounded to bf16 first would be off its grid)."""
+    from redteam_gym.models.int4 import quantize_int4
+
+    key = _Key(resolve_model(name_or_path), device, torch.bfloat16, "int4")
+    if key not in _frozen_models:
+        model, tokenizer = load_causal_lm(
+            name_or_path, device=device, dtype=torch.float32, frozen=False
+        )
+        model.eval().requires_grad_(False)
+        if not quantize_int4(model):
+            raise ValueError(
+                f"weights='int4': no linear layer of {name_or_path!r} lies on a 4-bit grid of "
+                "groups of 32 (a Q4 GGUF's), so packing it as 4-bit would change the model; "
+                "load it with dense weights"
+            )
+        _frozen_models[key] = (model, tokenizer)  # type: ignore[assignment]
+    return _frozen_models[key]
 
 
 def _not_found(name: str, exc: Exception) -> ModelNotFoundError:

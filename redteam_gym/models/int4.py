@@ -1,0 +1,119 @@
+"""A frozen LM's 4-bit weights run as 4-bit weights, as llama.cpp runs a Q4 GGUF, on a CPU.
+
+The embedded defender ships as a Q4_1 GGUF: in every linear layer of its body, each group of
+32 weights is `scale * q + min` with `q` in 0..15. Dequantised to dense fp32 (517 MiB), every
+decode step reads 4x the bytes the file holds, and decoding on a CPU is bound by memory reads
+(`benchmarks/results/perf-frozen-inference.md`). `quantize_int4` packs back exactly those
+layers whose weights already lie on such a grid and leaves every other layer dense, so the
+4-bit weights are the file's own, not a new lossy quantisation. The activations, the norms, the
+attention and the layers left dense run in bf16 (the kernel's input dtype): that, not the
+weights, is what makes its replies differ from the fp32 model's.
+
+The matmul is PyTorch's own CPU kernel for 4-bit weights in groups
+(`aten._weight_int4pack_mm_for_cpu`, the kernel behind torchao's CPU int4 layout), whose
+dequantisation is `(q - 8) * scale + zero`; so `zero = min + 8 * scale`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+GROUP_SIZE = 32
+"""Weights per group sharing one scale and one minimum (a Q4_0/Q4_1 GGUF block)."""
+
+_INNER_K_TILES = 2  # the packing's K tiling; the kernel needs in_features % (16 * this) == 0
+
+
+class Int4Linear(nn.Module):
+    """A frozen linear layer whose weight is 4-bit codes with a scale and a zero per group.
+
+    `forward` takes inputs of any float dtype and returns that dtype; the product runs in bf16.
+    """
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> None:
+        super().__init__()
+        out_features, in_features = codes.shape
+        self.in_features, self.out_features = in_features, out_features
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            codes.to(torch.int32).contiguous(), _INNER_K_TILES
+        )
+        zero = minimum + 8 * scale
+        # [in_features / GROUP_SIZE, out_features, 2]: the layout the kernel reads
+        scale_and_zero = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16)
+        self.register_buffer("packed", packed, persistent=False)
+        self.register_buffer("scale_and_zero", scale_and_zero.contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            rows, self.packed, GROUP_SIZE, self.scale_and_zero
+        )
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits=4"
+
+
+def int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """`(codes, scale, minimum)` with `weight == codes * scale + minimum` per group of
+    `GROUP_SIZE` along the input dimension, exactly (to fp32 rounding); None when the weight
+    does not lie on such a grid (re-quantising it would change the model)."""
+    out_features, in_features = weight.shape
+    if in_features % (16 * _INNER_K_TILES) or in_features % GROUP_SIZE or out_features % 8:
+        return None
+    w = weight.detach().float().reshape(out_features, in_features // GROUP_SIZE, GROUP_SIZE)
+    low, high = w.amin(-1), w.amax(-1)
+    scale = (high - low) / 15
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    steps = (w - low[..., None]) / safe[..., None]
+    codes = steps.round().clamp(0, 15)
+    rebuilt = codes * scale[..., None] + low[..., None]
+    # a weight on the grid comes back to within fp32 rounding of its own size
+    tolerance = 4 * torch.finfo(torch.float32).eps * w.abs().amax(-1, keepdim=True)
+    if not bool(((rebuilt - w).abs() <= tolerance).all()):
+        return None
+    return codes.reshape(out_features, in_features).to(torch.uint8), scale, low
+
+
+def int4_kernel_available() -> bool:
+    ops = torch.ops.aten
+    return hasattr(ops, "_weight_int4pack_mm_for_cpu") and hasattr(
+        ops, "_convert_weight_to_int4pack_for_cpu"
+    )
+
+
+def quantize_int4(model: nn.Module) -> list[str]:
+    """Replace, in place, every bias-free `nn.Linear` of `model` whose weight lies exactly on
+    a 4-bit grid of `GROUP_SIZE` groups with an `Int4Linear`, then cast the rest of `model` to
+    bf16 (the kernel's dtype); the names of the layers replaced.
+
+    `model` must be frozen, on the CPU, in fp32: a weight already rounded to bf16 is off its
+    grid. Layers off the grid (the embedded defender's tied output layer) stay dense.
+    """
+    if not int4_kernel_available():
+        raise RuntimeError(
+            f"4-bit weights need PyTorch's CPU int4 kernel, which torch {torch.__version__} "
+            "lacks; load the defender with dense weights instead"
+        )
+    parameter = next(model.parameters())
+    if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+        raise ValueError(
+            "4-bit weights are packed from an fp32 model on the CPU; the model is on "
+            f"{parameter.device.type} in {parameter.dtype}"
+        )
+    if any(p.requires_grad for p in model.parameters()):
+        raise ValueError("4-bit weights are for frozen models; this model has trainable weights")
+    replaced: list[str] = []
+    for name, module in list(model.named_modules()):
+        if type(module) is not nn.Linear or module.bias is not None:
+            continue
+        grid = int4_grid(module.weight)
+        if grid is None:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, Int4Linear(*grid))
+        replaced.append(name)
+    model.to(torch.bfloat16)
+    return replaced
