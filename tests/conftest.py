@@ -38,6 +38,52 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-lm"))
 
 
+def on_grid(weight: Any, seed: int = 0) -> Any:
+    """A weight of `weight`'s shape whose every group of 32 inputs is `scale * q + min`, q in
+    0..15, with 0 and 15 in every group (as in a Q4_1 block)."""
+    import torch
+
+    out_features, in_features = weight.shape
+    g = torch.Generator().manual_seed(seed)
+    groups = in_features // 32
+    codes = torch.randint(0, 16, (out_features, groups, 32), generator=g)
+    codes[..., 0], codes[..., 1] = 0, 15
+    scale = torch.rand(out_features, groups, 1, generator=g) * 0.02 + 1e-3
+    minimum = -torch.rand(out_features, groups, 1, generator=g) * 0.1
+    return (codes * scale + minimum).reshape(out_features, in_features)
+
+
+def snap_to_grid(model: Any) -> list[str]:
+    """Put every bias-free linear layer but the output layer on a 4-bit grid; their names."""
+    import torch
+
+    names = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if type(module) is torch.nn.Linear and name != "lm_head":
+                module.weight.copy_(on_grid(module.weight, seed=len(names)))
+                names.append(name)
+    return names
+
+
+@pytest.fixture(scope="session")
+def tiny_q4_dir(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Path:
+    """The tiny model with every decoder linear layer on a 4-bit grid of groups of 32 (as a
+    Q4_1 GGUF's are) and its output layer off it, saved with the tiny model's tokenizer."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-q4")
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    snap_to_grid(model)
+    model.save_pretrained(path)
+    for item in tiny_lm_dir.iterdir():
+        if item.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(item, path / item.name)
+    return path
+
+
 def tiny_config(cls: type, tiny_lm_dir: Path, **extra: Any) -> Any:
     """A learner config (`cls`: A2CConfig, PPOConfig, ...) of the tests' size: the tiny model as
     adversary and defender, 2 dialogues of 2 turns, 4-token utterances and replies, a small

@@ -62,12 +62,16 @@ def test_prompts_are_what_the_envs_defender_reads(tiny_lm_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_every_mode_replies_at_the_forced_length(tiny_lm_dir: Path, mode: str) -> None:
+def test_every_mode_replies_at_the_forced_length(
+    tiny_lm_dir: Path, tiny_q4_dir: Path, mode: str
+) -> None:
     import torch
+
+    from redteam_gym.models.int4 import Int4Linear
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # quantising and decoding leak no warning to the user
-        model, tokenizer = load_defender(mode, str(tiny_lm_dir))
+        model, tokenizer = load_defender(mode, str(tiny_q4_dir if mode == "int4" else tiny_lm_dir))
         prompts = defender_prompts(tokenizer, conversations(4))
         batches = forced_passes(
             model, prompts, 5, [1, 2], pad_token_id=tokenizer.pad_token_id, repeats=2, warmup=1
@@ -81,6 +85,9 @@ def test_every_mode_replies_at_the_forced_length(tiny_lm_dir: Path, mode: str) -
     head = isinstance(model.lm_head, int8)
     if mode == "bf16":
         assert model.lm_head.weight.dtype == torch.bfloat16 and not body
+    elif mode == "int4":
+        assert isinstance(model.model.layers[0].self_attn.q_proj, Int4Linear)
+        assert model.lm_head.weight.dtype == torch.bfloat16
     elif mode.startswith("int8"):
         assert body and all(
             isinstance(getattr(model.model.layers[1].mlp, n), int8)

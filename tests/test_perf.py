@@ -69,3 +69,38 @@ def test_scale_out_benchmark_runs_on_a_tiny_setting(tmp_path, smollm2_dir) -> No
     assert all(r.endswith("| yes |") for r in rows[1:])  # the same greedy replies everywhere
     with pytest.raises(SystemExit):
         scale_out.parse_args(["--turns", "6"])
+
+
+def test_eval_throughput_report_compares_each_weights_with_the_first() -> None:
+    from benchmarks.perf.eval_throughput import parse_args, render_report
+
+    args = parse_args(["--weights", "dense", "int4", "--rollouts", "2"])
+
+    def run(rate: float, replies: list[list[str]]) -> dict:
+        return {
+            "rollouts_per_s": rate,
+            "generation_s": 2 / rate,
+            "wall_s": 2 / rate + 5,
+            "max_rss_mib": 2048.0,
+            "replies": replies,
+            "command": "redteam-gym eval --adversary zero-shot",
+        }
+
+    runs = {
+        "dense": [run(0.1, [["a", "b"], ["c", "d"]])],
+        "int4": [run(0.25, [["a", "x"], ["c", "y"]])],
+    }
+    text = render_report(args, "cmd", {}, runs)
+    assert "| int4 | 0.250 | 2.50x | 8.0 | 13.0 | 2.00 GiB | 2/4 |" in text
+    assert "| dense | 0.100 | 1.00x |" in text
+
+
+def test_learners_benchmark_takes_defender_weights() -> None:
+    from benchmarks.perf.learners import parse_args
+
+    assert parse_args(["--defender-weights", "dense", "int4"]).defender_weights == [
+        "dense",
+        "int4",
+    ]
+    with pytest.raises(SystemExit):
+        parse_args(["--defender-weights", "int8"])

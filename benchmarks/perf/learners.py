@@ -3,13 +3,14 @@
 ```
 python -m benchmarks.perf.learners [--algos ppo a2c ra-rlhf] [--turns 1 3] [--updates 3]
     [--batch-size 8] [--max-new-tokens 24] [--defender-max-new-tokens 64]
+    [--defender-weights dense int4]
     [--torch-threads N] [--micro-batch-size N] [--profile]
     [--out benchmarks/results/perf-learners.md]
 ```
 
 Each (learner, turns) pair trains for `--updates` updates in a fresh Python subprocess, so
 its peak resident memory (`ru_maxrss`) is its own: the actor, the frozen reference shared with
-the defender, the critic, AdamW states, the judge and the rollout. The first update is
+the defender (a copy of its own when the defender runs 4-bit weights: `--defender-weights`), the critic, AdamW states, the judge and the rollout. The first update is
 reported apart (it also builds the env and warms the allocator); the table gives the median of
 the others, split into rollout collection (of which the env's step: the defender and the
 judge) and the optimisation step. With `--profile`, the last update of each run is profiled
@@ -37,7 +38,7 @@ from benchmarks.perf import (
 MODULE = "benchmarks.perf.learners"
 
 
-def _child(algo: str, turns: int, args: argparse.Namespace) -> dict[str, Any]:
+def _child(algo: str, turns: int, weights: str, args: argparse.Namespace) -> dict[str, Any]:
     from agents import LEARNERS
     from redteam_gym.envs import EnvConfig
 
@@ -48,6 +49,7 @@ def _child(algo: str, turns: int, args: argparse.Namespace) -> dict[str, Any]:
             max_turns=turns,
             defender_max_new_tokens=args.defender_max_new_tokens,
             defender_temperature=args.defender_temperature,
+            defender_weights=weights,
         ),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
@@ -109,10 +111,10 @@ def _profiler():
     return torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
 
-def _run_child(algo: str, turns: int, argv: list[str]) -> dict[str, Any]:
+def _run_child(algo: str, turns: int, weights: str, argv: list[str]) -> dict[str, Any]:
     return run_child(
-        [sys.executable, "-m", MODULE, *argv, "--child", algo, str(turns)],
-        f"{algo} turns={turns}",
+        [sys.executable, "-m", MODULE, *argv, "--child", algo, str(turns), weights],
+        f"{algo} turns={turns} defender weights={weights}",
     )
 
 
@@ -130,6 +132,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--defender-temperature", type=float, default=0.0, help="(default 0: greedy, the env's)"
     )
+    p.add_argument(
+        "--defender-weights",
+        nargs="+",
+        default=["dense"],
+        choices=["dense", "int4"],
+        help="the defender's weights, each in runs of its own (default: dense)",
+    )
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--micro-batch-size", type=int, default=0, help="dialogues per backward (default: all)"
@@ -138,7 +147,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/perf-learners.md"), help="report"
     )
-    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.updates < 2:
         p.error("--updates must be >= 2 (the first update is reported apart)")
@@ -149,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     child = None
     if args.child:
-        algo, turns = args.child
-        child = lambda: _child(algo, int(turns), args)  # noqa: E731
+        algo, turns, weights = args.child
+        child = lambda: _child(algo, int(turns), weights, args)  # noqa: E731
     return run_benchmark(
         MODULE,
         argv,
@@ -161,17 +170,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
 
-def measure(args: argparse.Namespace, raw: list[str]) -> list[tuple[str, int, dict[str, Any]]]:
-    """Each learner and turn count in a subprocess of its own: `(algo, turns, result)`."""
+Row = tuple[str, int, str, dict[str, Any]]
+"""`(algo, turns, defender weights, result)`."""
+
+
+def measure(args: argparse.Namespace, raw: list[str]) -> list[Row]:
+    """Each learner, turn count and defender weights in a subprocess of its own."""
     rows = []
     for algo in args.algos:
         for turns in args.turns:
-            print(f"{algo}, {turns} turn(s) ...", flush=True)
-            result = _run_child(algo, turns, raw)
-            rows.append((algo, turns, result))
-            later = result["updates"][1:]
-            per = statistics.median(u["rollout_s"] + u["train_s"] for u in later)
-            print(f"    {per:.1f} s/update, peak {result['max_rss_mib']:.0f} MiB", flush=True)
+            for weights in args.defender_weights:
+                print(f"{algo}, {turns} turn(s), {weights} defender ...", flush=True)
+                result = _run_child(algo, turns, weights, raw)
+                rows.append((algo, turns, weights, result))
+                later = result["updates"][1:]
+                per = statistics.median(u["rollout_s"] + u["train_s"] for u in later)
+                print(f"    {per:.1f} s/update, peak {result['max_rss_mib']:.0f} MiB", flush=True)
     return rows
 
 
@@ -179,7 +193,7 @@ def render_report(
     args: argparse.Namespace,
     command: str,
     info: dict[str, str],
-    rows: list[tuple[str, int, dict[str, Any]]],
+    rows: list[Row],
 ) -> str:
     lines = [
         *report_header("Learners: seconds per update and peak memory", command, info),
@@ -196,13 +210,13 @@ def render_report(
         "",
         "## Results",
         "",
-        "| learner | turns | s/update (median of updates 2..) | rollout s | of which env s | train s | first update s | adversary tokens/update | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| learner | turns | defender weights | s/update (median of updates 2..) | rollout s | of which env s | train s | first update s | adversary tokens/update | peak RSS |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for algo, turns, r in rows:
+    for algo, turns, weights, r in rows:
         later = r["updates"][1:]
         lines.append(
-            f"| {algo} | {turns} | "
+            f"| {algo} | {turns} | {weights} | "
             f"{statistics.median(u['rollout_s'] + u['train_s'] for u in later):.1f} | "
             f"{statistics.median(u['rollout_s'] for u in later):.1f} | "
             f"{statistics.median(u.get('env_s', float('nan')) for u in later):.1f} | "
@@ -215,11 +229,12 @@ def render_report(
         "",
         "Peak RSS is the subprocess's `ru_maxrss`: Python, torch, the models and the rollout.",
     ]
-    for algo, turns, r in rows:
+    for algo, turns, weights, r in rows:
         if r.get("profile"):
             lines += [
                 "",
-                f"### Profile: {algo}, {turns} turn(s), last update (top self CPU time)",
+                f"### Profile: {algo}, {turns} turn(s), {weights} defender, last update "
+                "(top self CPU time)",
                 "",
                 "```",
                 r["profile"].rstrip(),

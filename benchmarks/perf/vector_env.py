@@ -2,7 +2,7 @@
 
 ```
 python -m benchmarks.perf.vector_env [--num-envs 8] [--turns 3] [--repeats 2]
-    [--defender-max-new-tokens 64] [--torch-threads N] [--no-eos] [--profile]
+    [--defender-max-new-tokens 64] [--defender-weights dense] [--torch-threads N] [--no-eos] [--profile]
     [--out benchmarks/results/perf-vector-env.md]
 ```
 
@@ -241,6 +241,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--defender", default="smollm2-135m-instruct", help="defender model")
     p.add_argument("--judge", default="profanity", help="judge spec (default profanity)")
     p.add_argument(
+        "--defender-weights", default="dense", help="dense or int4 (EnvConfig.defender_weights)"
+    )
+    p.add_argument(
         "--no-eos", action="store_true", help="disable stop tokens: every reply is full length"
     )
     p.add_argument(
@@ -296,6 +299,7 @@ def measure(
     env_kwargs = {
         "max_turns": args.turns,
         "defender": args.defender,
+        "defender_weights": args.defender_weights,
         "judge": args.judge,
         "defender_max_new_tokens": args.defender_max_new_tokens,
         "defender_temperature": 0.7,
@@ -395,7 +399,8 @@ def render_report(
         "## Settings",
         "",
         f"- env: `{ENV_ID}`, num_envs={args.num_envs}, max_turns={args.turns}",
-        f"- defender: `{args.defender}`, defender_max_new_tokens={args.defender_max_new_tokens}, "
+        f"- defender: `{args.defender}` ({args.defender_weights} weights), "
+        f"defender_max_new_tokens={args.defender_max_new_tokens}, "
         "sampled at temperature 0.7, top_p 0.9",
         f"- judge: `{args.judge}`",
         f"- torch threads: {'set by --torch-threads' if args.torch_threads else 'torch default'}",
