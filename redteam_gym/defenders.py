@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from redteam_gym.defaults import DEFAULT_DEFENDER
+from redteam_gym.defaults import DEFAULT_DEFENDER, DEFAULT_DEFENDER_WEIGHTS
 from redteam_gym.distributed import is_ray_spec
 from redteam_gym.models import ChatLM, Message, ModelNotFoundError, SamplingConfig
 from redteam_gym.models.thread import ThreadFormat
@@ -33,7 +33,7 @@ def make_defender(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     thread: ThreadFormat | None = None,
-    weights: str = "dense",
+    weights: str = DEFAULT_DEFENDER_WEIGHTS,
 ) -> Defender:
     """A defender from a model name (`"smollm2-135m-instruct"`, an HF id, a local path), a
     trained defender's run directory (a learner's with `role="defender"`: its checkpoint's

@@ -262,7 +262,9 @@ def test_the_report_compares_at_each_sides_best_batch() -> None:
     assert "**Equal work:** every pass of every side generated 16 tokens" in report
     assert "llama.cpp could not run batch 8: llama_decode returned 1" in report
     assert "llama.cpp did not batch 8 as we do" in report
-    assert "**Best of each:**" in report
+    assert "**Best of each** (goal: at least 0.8x llama.cpp at batch 8): llama.cpp" in report
+    assert "ours fp32 " in report.split("**Best of each**")[1].split("\n")[0]
+    assert "ours bf16 " in report.split("**Best of each**")[1].split("\n")[0]
     assert "| ours bf16 | 8 | 7/8 |" in report
     assert "| ours bf16 | 1/2 | 50% |" in report
     assert "| 8 | 40.0 |" in report

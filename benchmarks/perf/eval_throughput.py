@@ -35,7 +35,7 @@ MODULE = "benchmarks.perf.eval_throughput"
 
 
 def _child(args: argparse.Namespace) -> dict[str, Any]:
-    import redteam_cli
+    from benchmarks.cli import add_parsers
 
     weights, out = args.child
     command = [
@@ -53,8 +53,11 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
         "--out",
         out,
     ]
+    parser = argparse.ArgumentParser(prog="redteam-gym")
+    add_parsers(parser.add_subparsers(dest="command", required=True), ("eval",))
+    parsed = parser.parse_args(command)  # `redteam-gym eval`'s own parser and function
     start = time.perf_counter()
-    status = redteam_cli.main(command)
+    status = int(parsed.func(parsed))
     if status:
         raise RuntimeError(f"redteam-gym {' '.join(command)} exited with {status}")
     summary = json.loads((Path(out) / "summary.json").read_text(encoding="utf-8"))

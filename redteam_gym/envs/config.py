@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from redteam_gym.defaults import DEFAULT_DEFENDER, DEFAULT_JUDGE, FORUM_HEADER
+from redteam_gym.defaults import (
+    DEFAULT_DEFENDER,
+    DEFAULT_DEFENDER_WEIGHTS,
+    DEFAULT_JUDGE,
+    FORUM_HEADER,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
 MIN_TURNS, MAX_TURNS = 1, 5
 SPLITS = ("train", "eval")
 DEFENDER_FORMATS = ("chat", "completion")
-DEFENDER_WEIGHTS = ("dense", "int4")
+DEFENDER_WEIGHTS = ("auto", "dense", "int4")
 
 
 @dataclass
@@ -109,11 +114,13 @@ class EnvConfig:
     """Device of the defender and the judge ('cpu', 'cuda', ...); default: CUDA if available."""
     dtype: str | torch.dtype | None = None
     """Their dtype ('float32', 'bfloat16'); default: bf16 on GPU, fp32 on CPU."""
-    defender_weights: str = "dense"
-    """How a local defender model holds its weights: 'dense' (in `dtype`) or 'int4' (on the
-    CPU: the layers whose weights lie on a 4-bit grid, as the embedded defender's Q4 GGUF's
-    do, run as 4-bit weights with bf16 activations, as llama.cpp runs them; the judge keeps
-    `dtype`). See redteam_gym.models.int4 and benchmarks/results/perf-frozen-inference.md."""
+    defender_weights: str = DEFAULT_DEFENDER_WEIGHTS
+    """How a local defender model holds its weights: 'int4' (on the CPU: the layers whose
+    weights lie on a 4-bit grid, as the embedded defender's Q4 GGUF's do, run as 4-bit weights
+    with bf16 activations, as llama.cpp runs them; about 2x faster, its replies the dense
+    ones' within noise), 'dense' (in `dtype`: the GGUF dequantised to fp32 on the CPU), or
+    'auto': 'int4' where it applies and `dtype` is unset, else 'dense'. See
+    redteam_gym.models.int4 and benchmarks/results/defender-weights.md."""
 
     def __post_init__(self) -> None:
         problems = [p for p in (self._problem(f.name) for f in dataclasses.fields(self)) if p]

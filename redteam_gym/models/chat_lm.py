@@ -77,6 +77,8 @@ class ChatLM:
         weights: str = "dense",
         **kwargs,
     ) -> ChatLM:
+        """`load_causal_lm`'s frozen model (`weights` as there) in a ChatLM; `kwargs` go to
+        `ChatLM`."""
         model, tokenizer = load_causal_lm(
             name_or_path, device=device, dtype=dtype, frozen=True, weights=weights
         )

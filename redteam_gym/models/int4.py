@@ -9,6 +9,10 @@ layers whose weights already lie on such a grid and leaves every other layer den
 attention and the layers left dense run in bf16 (the kernel's input dtype): that, not the
 weights, is what makes its replies differ from the fp32 model's.
 
+A decode step's few rows go through the 4-bit kernel; a prefill's many go through a dense bf16
+copy of the same weights, where the kernel, compute-bound, is slower (`DENSE_FROM_ROWS`). The
+packed layers so hold 2.5 bytes per weight, against fp32's 4.
+
 The matmul is PyTorch's own CPU kernel for 4-bit weights in groups
 (`aten._weight_int4pack_mm_for_cpu`, the kernel behind torchao's CPU int4 layout), whose
 dequantisation is `(q - 8) * scale + zero`; so `zero = min + 8 * scale`.
@@ -24,12 +28,24 @@ GROUP_SIZE = 32
 
 _INNER_K_TILES = 2  # the packing's K tiling; the kernel needs in_features % (16 * this) == 0
 
+DENSE_FROM_ROWS = 32
+"""From this many rows a call multiplies by the layer's dense bf16 copy instead: the 4-bit
+kernel is compute-bound, about 2.4x slower than a dense bf16 matmul from 256 rows on up on this
+project's 2-core CPU, while a decode step's few rows are bound by reading the weights, which
+4 bits make 4x cheaper than fp32 (`benchmarks/results/perf-frozen-inference.md`)."""
+
 
 class Int4Linear(nn.Module):
     """A frozen linear layer whose weight is 4-bit codes with a scale and a zero per group.
 
-    `forward` takes inputs of any float dtype and returns that dtype; the product runs in bf16.
+    `forward` takes inputs of any float dtype and returns that dtype; the product runs in bf16:
+    by the 4-bit kernel for a decode step's few rows, by a dense bf16 copy of the same weights
+    for a prefill's many (`DENSE_FROM_ROWS`).
     """
+
+    packed: torch.Tensor
+    scale_and_zero: torch.Tensor
+    dense: torch.Tensor
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> None:
         super().__init__()
@@ -41,14 +57,22 @@ class Int4Linear(nn.Module):
         zero = minimum + 8 * scale
         # [in_features / GROUP_SIZE, out_features, 2]: the layout the kernel reads
         scale_and_zero = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16)
+        groups = codes.reshape(out_features, in_features // GROUP_SIZE, GROUP_SIZE).float()
+        dense = groups * scale[..., None] + minimum[..., None]
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scale_and_zero", scale_and_zero.contiguous(), persistent=False)
+        self.register_buffer(
+            "dense", dense.reshape(out_features, in_features).to(torch.bfloat16), persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            rows, self.packed, GROUP_SIZE, self.scale_and_zero
-        )
+        if rows.shape[0] >= DENSE_FROM_ROWS:
+            out = nn.functional.linear(rows, self.dense)
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                rows, self.packed, GROUP_SIZE, self.scale_and_zero
+            )
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -81,6 +105,15 @@ def int4_kernel_available() -> bool:
     return hasattr(ops, "_weight_int4pack_mm_for_cpu") and hasattr(
         ops, "_convert_weight_to_int4pack_for_cpu"
     )
+
+
+def first_layer_on_grid(model: nn.Module) -> bool:
+    """Whether the first bias-free `nn.Linear` of `model` lies on a 4-bit grid: a cheap test
+    of a whole model converted from a Q4 GGUF (a dense checkpoint fails at once)."""
+    for module in model.modules():
+        if type(module) is nn.Linear and module.bias is None:
+            return int4_grid(module.weight) is not None
+    return False
 
 
 def quantize_int4(model: nn.Module) -> list[str]:

@@ -130,9 +130,11 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
-WEIGHTS = ("dense", "int4")
-"""How a frozen model holds its linear layers: dense in its dtype, or `int4` (the layers whose
-weights lie on a 4-bit grid, as a Q4 GGUF's do, packed as 4-bit; see `models.int4`)."""
+WEIGHTS = ("auto", "dense", "int4")
+"""How a frozen model holds its linear layers: dense in its dtype, `int4` (the layers whose
+weights lie on a 4-bit grid, as a Q4 GGUF's do, packed as 4-bit; see `models.int4`), or `auto`:
+`int4` where that changes no weight and `dtype` is left to its default (a frozen model on the
+CPU whose weights lie on 4-bit grids, such as the embedded defender), `dense` elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -176,13 +178,16 @@ def load_causal_lm(
         frozen: a frozen model is put in eval mode with `requires_grad=False` and shared
             within the process, so the defender, the judge and a learner's reference model
             hold one copy when they name the same model. Pass `frozen=False` for a trainable copy.
-        weights: `"dense"`, or `"int4"` for a frozen model on the CPU whose 4-bit weights (a Q4
-            GGUF's, as the embedded defender's) run as 4-bit weights with bf16 activations;
-            `dtype` is then bf16. See `redteam_gym.models.int4`.
+        weights: `"dense"`; `"int4"` for a frozen model on the CPU whose 4-bit weights (a Q4
+            GGUF's, as the embedded defender's) run as 4-bit weights with bf16 activations
+            (`dtype` is then bf16; see `redteam_gym.models.int4`); or `"auto"`, which picks
+            `"int4"` for such a model when `dtype` is None and `"dense"` otherwise.
     """
     device = str(device or default_device())
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if weights == "auto":
+        weights = "int4" if _int4_by_default(name_or_path, device, dtype, frozen) else "dense"
     if weights == "int4":
         if not frozen or torch.device(device).type != "cpu":
             raise ValueError(
@@ -210,6 +215,22 @@ def load_causal_lm(
         model.eval().requires_grad_(False)
         _frozen_models[key] = (model, tokenizer)
     return model, tokenizer
+
+
+def _int4_by_default(
+    name_or_path: str, device: str, dtype: torch.dtype | str | None, frozen: bool
+) -> bool:
+    """Whether `weights="auto"` means int4: a frozen model on the CPU, no dtype asked for, the
+    kernel there, and the model's first linear layer on a 4-bit grid (checked on the shared
+    dense copy, which a dense load would have made anyway)."""
+    from redteam_gym.models.int4 import first_layer_on_grid, int4_kernel_available
+
+    if not frozen or dtype is not None or torch.device(device).type != "cpu":
+        return False
+    if not int4_kernel_available():
+        return False
+    model, _ = load_causal_lm(name_or_path, device=device, frozen=True)
+    return first_layer_on_grid(model)
 
 
 def _load_int4(name_or_path: str, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
