@@ -78,7 +78,8 @@ class ChatLM:
         **kwargs,
     ) -> ChatLM:
         """`load_causal_lm`'s frozen model (`weights` as there) in a ChatLM; `kwargs` go to
-        `ChatLM`."""
+        `ChatLM`. Dense by default, unlike `make_defender`: adversaries load here too, and the
+        zero-shot one is the policy's initial model, which stays fp32."""
         model, tokenizer = load_causal_lm(
             name_or_path, device=device, dtype=dtype, frozen=True, weights=weights
         )
