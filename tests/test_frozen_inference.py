@@ -87,7 +87,8 @@ def test_every_mode_replies_at_the_forced_length(
         assert model.lm_head.weight.dtype == torch.bfloat16 and not body
     elif mode == "int4":
         assert isinstance(model.model.layers[0].self_attn.q_proj, Int4Linear)
-        assert model.lm_head.weight.dtype == torch.bfloat16
+        assert model.lm_head.dense.dtype == torch.bfloat16
+        assert model.model.norm.weight.dtype == torch.float32
     elif mode.startswith("int8"):
         assert body and all(
             isinstance(getattr(model.model.layers[1].mlp, n), int8)

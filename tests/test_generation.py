@@ -7,7 +7,7 @@ import torch
 
 from redteam_gym.models import SamplingConfig, load_causal_lm, sample
 from redteam_gym.models.chat_lm import ChatLM, eos_token_ids
-from redteam_gym.models.generation import NUCLEUS_CANDIDATES, filter_logits
+from redteam_gym.models.generation import NUCLEUS_CANDIDATES, draw, filter_logits
 
 
 def sorted_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -36,6 +36,25 @@ def test_nucleus_keeps_the_top_token_and_respects_top_k():
     assert torch.isfinite(filter_logits(logits, 0, 1e-6)).tolist() == [[1, 0, 0, 0, 0]]
     kept = torch.isfinite(filter_logits(logits, 2, 0.9999)).tolist()
     assert kept == [[1, 1, 0, 0, 0]]
+
+
+def test_draw_follows_the_distribution_as_multinomial_does():
+    from scipy.stats import chisquare
+
+    probs = torch.tensor([0.4, 0.0, 0.25, 0.2, 0.1, 0.0, 0.05])
+    rows = 40_000
+    logprobs = probs.log().expand(rows, -1)
+    drawn = draw(logprobs, torch.Generator().manual_seed(0))
+    reference = torch.multinomial(probs.expand(rows, -1), 1, generator=torch.Generator())
+    expected = (probs[probs > 0] * rows).numpy()
+    for ids in (drawn, reference.squeeze(-1)):
+        counts = torch.bincount(ids, minlength=len(probs))
+        assert int(counts[probs == 0].sum()) == 0  # ids of probability 0 are never drawn
+        assert chisquare(counts[probs > 0].numpy(), expected).pvalue > 1e-3
+    # a skewed row: rounding at the top end never lands on the masked tail
+    tail = torch.full((1, 50_000), float("-inf"))
+    tail[0, 0] = 0.0
+    assert draw(tail.expand(64, -1)).eq(0).all()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from conftest import on_grid, snap_to_grid
 
 from redteam_gym.models.int4 import (
     DENSE_FROM_ROWS,
+    Bf16Linear,
     GROUP_SIZE,
     Int4Linear,
     int4_grid,
@@ -59,11 +60,15 @@ def test_quantize_int4_packs_the_grid_layers_only(tiny_lm_dir: Path) -> None:
         dense = model(input_ids=ids).logits
         dense_bf16 = bf16(input_ids=ids).logits.float()
     assert quantize_int4(model) == snapped
-    assert type(model.lm_head) is torch.nn.Linear  # off the grid: left dense
-    assert model.lm_head.weight.dtype == torch.bfloat16
+    assert type(model.lm_head) is Bf16Linear  # off the grid: dense, multiplied in bf16
+    assert model.lm_head.dense.dtype == torch.bfloat16
+    # the rest stays fp32: norms, embeddings (and so the residual stream and the KV cache)
+    assert model.model.norm.weight.dtype == torch.float32
+    assert model.model.embed_tokens.weight.dtype == torch.float32
     with torch.no_grad():
-        packed = model(input_ids=ids).logits.float()
-    # the same weights: off the fp32 logits by what bf16 activations cost, no more
+        packed = model(input_ids=ids).logits
+    assert packed.dtype == torch.float32
+    # the same weights: off the fp32 logits by what bf16 products cost, no more
     bf16_error = float((dense_bf16 - dense).abs().mean())
     assert float((packed - dense).abs().mean()) <= 2 * bf16_error + 1e-6
 
@@ -77,6 +82,10 @@ def test_quantize_int4_refuses_what_it_would_change(tiny_lm_dir: Path) -> None:
     model.requires_grad_(False).to(torch.bfloat16)
     with pytest.raises(ValueError, match="fp32"):
         quantize_int4(model)
+    dense = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
+    dense.requires_grad_(False)
+    assert quantize_int4(dense) == []  # nothing on a grid: left as it was
+    assert type(dense.lm_head) is torch.nn.Linear
 
 
 def test_load_int4_shares_one_copy_apart_from_the_dense_model(
@@ -96,6 +105,8 @@ def test_load_int4_shares_one_copy_apart_from_the_dense_model(
         load_causal_lm(str(tiny_q4_dir), device="cpu", weights="int8")
     with pytest.raises(ValueError, match="frozen model on the CPU"):
         load_causal_lm(str(tiny_q4_dir), device="cpu", weights="int4", frozen=False)
+    with pytest.raises(ValueError, match="cannot take dtype='bfloat16'"):
+        load_causal_lm(str(tiny_q4_dir), device="cpu", weights="int4", dtype="bfloat16")
 
 
 def test_env_runs_an_int4_defender(tiny_q4_dir: Path) -> None:

@@ -25,8 +25,8 @@ token.
     `load_causal_lm`; it goes to `make_judge` too, where the `semantic` judge ignores it).
   - `int4`: the GGUF's own 4-bit weights, as `EnvConfig(defender_weights="int4")` gives the
     defender (`redteam_gym.models.int4`): every decoder linear layer packed back to its Q4_1
-    grid for PyTorch's CPU int4 kernel, bf16 activations, `lm_head` (off any 4-bit grid) dense
-    in bf16.
+    grid for PyTorch's CPU int4 kernel, its products in bf16, `lm_head` (off any 4-bit grid)
+    multiplied by a dense bf16 copy, everything else (norms, KV cache, attention) in fp32.
   - `int8`: dynamic int8 quantisation of every `nn.Linear` (the decoder's and `lm_head`) with
     `torch.ao.quantization.quantize_dynamic` (fbgemm/x86 kernels: int8 weights with a scale per
     output channel, activations quantised per call); `int8-body` keeps `lm_head` in fp32.

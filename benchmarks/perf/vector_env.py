@@ -178,7 +178,7 @@ def run_dialogues(vec_env: Any, num_envs: int, turns: int, seed: int) -> None:
 
 def decode_scaling(model: Any, batch: int, context: int, steps: int = 8) -> dict[str, float]:
     """Seconds for one prefill, one KV-cached decode step and one sampler step (top-p filter
-    and multinomial over the vocabulary) at batch 1 and at `batch`.
+    and a draw from the distribution over the vocabulary) at batch 1 and at `batch`.
 
     `batch * t(1) / t(batch)` bounds the speed-up batching can give on this machine.
     """
@@ -211,7 +211,7 @@ def decode_scaling(model: Any, batch: int, context: int, steps: int = 8) -> dict
             start = time.perf_counter()
             for _ in range(steps):
                 filtered = generation.filter_logits(logits / 0.7, 0, 0.9)
-                torch.multinomial(filtered.log_softmax(-1).exp(), 1, generator=gen)
+                generation.draw(filtered.log_softmax(-1), gen)
             out[f"sampler_b{b}"] = (time.perf_counter() - start) / steps
     return out
 
@@ -469,7 +469,7 @@ def render_report(
     lines += [
         "",
         "The first four time columns split `sample` (the defender's batched, KV-cached "
-        "generation loop); the rest of the sampler is softmax, `torch.multinomial`, cache and "
+        "generation loop); the rest of the sampler is softmax, the draw, cache and "
         "mask bookkeeping.",
         "",
         f"Prompt tokens: native {n.prompt_tokens}, sync {s.prompt_tokens}; of these, prefilled "
@@ -494,7 +494,7 @@ def render_report(
             f"{b * t['prefill_b1'] / t[f'prefill_b{b}']:.2f} |",
             f"| decode step (KV cache) | {t['decode_b1'] * 1e3:.1f} ms | "
             f"{t[f'decode_b{b}'] * 1e3:.1f} ms | {b * t['decode_b1'] / t[f'decode_b{b}']:.2f} |",
-            f"| sampler step (top-p 0.9 + multinomial) | {t['sampler_b1'] * 1e3:.1f} ms | "
+            f"| sampler step (top-p 0.9 + draw) | {t['sampler_b1'] * 1e3:.1f} ms | "
             f"{t[f'sampler_b{b}'] * 1e3:.1f} ms | {b * t['sampler_b1'] / t[f'sampler_b{b}']:.2f} |",
             f"| decode + sampler | {(t['decode_b1'] + t['sampler_b1']) * 1e3:.1f} ms | "
             f"{(t[f'decode_b{b}'] + t[f'sampler_b{b}']) * 1e3:.1f} ms | "
@@ -503,7 +503,7 @@ def render_report(
             "The last column is the most batching can gain per generated token with no padding "
             "waste. The sampler step filters the logits of the last decode step (the model's "
             "output on the random context); its per-row work (top-k candidates, softmax, "
-            "multinomial over the vocabulary) gains little from batching.",
+            "the draw's CDF over the vocabulary) gains little from batching.",
         ]
     if profile is not None:
         lines += [

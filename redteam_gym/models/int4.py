@@ -4,10 +4,15 @@ The embedded defender ships as a Q4_1 GGUF: in every linear layer of its body, e
 32 weights is `scale * q + min` with `q` in 0..15. Dequantised to dense fp32 (517 MiB), every
 decode step reads 4x the bytes the file holds, and decoding on a CPU is bound by memory reads
 (`benchmarks/results/perf-frozen-inference.md`). `quantize_int4` packs back exactly those
-layers whose weights already lie on such a grid and leaves every other layer dense, so the
-4-bit weights are the file's own, not a new lossy quantisation. The activations, the norms, the
-attention and the layers left dense run in bf16 (the kernel's input dtype): that, not the
-weights, is what makes its replies differ from the fp32 model's.
+layers whose weights already lie on such a grid, so the 4-bit weights are the file's own, not a
+new lossy quantisation.
+
+Only the linear layers' products run in bf16 (the 4-bit kernel's input dtype): a layer rounds
+its input to bf16 and hands back fp32. The layers off the grid (the tied output layer, a Q8_0
+tensor in the file) multiply by a dense bf16 copy the same way. Everything else stays fp32: the
+norms, the residual stream, the KV cache and the attention. A bf16 model is slower than that on
+this CPU, whose bf16 attention at decode costs 2-7x fp32's, and its replies part further from
+the fp32 model's (`benchmarks/results/perf-frozen-inference.md`).
 
 A decode step's few rows go through the 4-bit kernel; a prefill's many go through a dense bf16
 copy of the same weights, where the kernel, compute-bound, is slower (`DENSE_FROM_ROWS`). The
@@ -15,7 +20,8 @@ packed layers so hold 2.5 bytes per weight, against fp32's 4.
 
 The matmul is PyTorch's own CPU kernel for 4-bit weights in groups
 (`aten._weight_int4pack_mm_for_cpu`, the kernel behind torchao's CPU int4 layout), whose
-dequantisation is `(q - 8) * scale + zero`; so `zero = min + 8 * scale`.
+dequantisation is `(q - 8) * scale + zero`; so `zero = min + 8 * scale`. It takes fp32 input
+too, but 30x slower than bf16 on this CPU.
 """
 
 from __future__ import annotations
@@ -35,7 +41,25 @@ project's 2-core CPU, while a decode step's few rows are bound by reading the we
 4 bits make 4x cheaper than fp32 (`benchmarks/results/perf-frozen-inference.md`)."""
 
 
-class Int4Linear(nn.Module):
+class Bf16Linear(nn.Module):
+    """A frozen bias-free linear layer multiplied in bf16: it takes inputs of any float dtype
+    and returns that dtype."""
+
+    dense: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("dense", weight.detach().to(torch.bfloat16), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x.to(torch.bfloat16), self.dense).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, dtype=bf16"
+
+
+class Int4Linear(Bf16Linear):
     """A frozen linear layer whose weight is 4-bit codes with a scale and a zero per group.
 
     `forward` takes inputs of any float dtype and returns that dtype; the product runs in bf16:
@@ -45,34 +69,28 @@ class Int4Linear(nn.Module):
 
     packed: torch.Tensor
     scale_and_zero: torch.Tensor
-    dense: torch.Tensor
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> None:
-        super().__init__()
         out_features, in_features = codes.shape
-        self.in_features, self.out_features = in_features, out_features
+        groups = codes.reshape(out_features, in_features // GROUP_SIZE, GROUP_SIZE).float()
+        dense = groups * scale[..., None] + minimum[..., None]
+        super().__init__(dense.reshape(out_features, in_features))
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
             codes.to(torch.int32).contiguous(), _INNER_K_TILES
         )
         zero = minimum + 8 * scale
         # [in_features / GROUP_SIZE, out_features, 2]: the layout the kernel reads
         scale_and_zero = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16)
-        groups = codes.reshape(out_features, in_features // GROUP_SIZE, GROUP_SIZE).float()
-        dense = groups * scale[..., None] + minimum[..., None]
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scale_and_zero", scale_and_zero.contiguous(), persistent=False)
-        self.register_buffer(
-            "dense", dense.reshape(out_features, in_features).to(torch.bfloat16), persistent=False
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        rows = x.reshape(-1, self.in_features)
         if rows.shape[0] >= DENSE_FROM_ROWS:
-            out = nn.functional.linear(rows, self.dense)
-        else:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                rows, self.packed, GROUP_SIZE, self.scale_and_zero
-            )
+            return super().forward(x)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            rows.to(torch.bfloat16), self.packed, GROUP_SIZE, self.scale_and_zero
+        )
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -118,11 +136,12 @@ def first_layer_on_grid(model: nn.Module) -> bool:
 
 def quantize_int4(model: nn.Module) -> list[str]:
     """Replace, in place, every bias-free `nn.Linear` of `model` whose weight lies exactly on
-    a 4-bit grid of `GROUP_SIZE` groups with an `Int4Linear`, then cast the rest of `model` to
-    bf16 (the kernel's dtype); the names of the layers replaced.
+    a 4-bit grid of `GROUP_SIZE` groups with an `Int4Linear`, and every other bias-free
+    `nn.Linear` with a `Bf16Linear`; the names of the layers packed as 4-bit. The rest of
+    `model` stays fp32.
 
     `model` must be frozen, on the CPU, in fp32: a weight already rounded to bf16 is off its
-    grid. Layers off the grid (the embedded defender's tied output layer) stay dense.
+    grid. With no layer on a grid, `model` is left as it was.
     """
     if not int4_kernel_available():
         raise RuntimeError(
@@ -137,16 +156,17 @@ def quantize_int4(model: nn.Module) -> list[str]:
         )
     if any(p.requires_grad for p in model.parameters()):
         raise ValueError("4-bit weights are for frozen models; this model has trainable weights")
-    replaced: list[str] = []
-    for name, module in list(model.named_modules()):
-        if type(module) is not nn.Linear or module.bias is not None:
-            continue
-        grid = int4_grid(module.weight)
-        if grid is None:
-            continue
+    layers = [
+        (name, module)
+        for name, module in model.named_modules()
+        if type(module) is nn.Linear and module.bias is None
+    ]
+    grids = {name: int4_grid(module.weight) for name, module in layers}
+    if all(grid is None for grid in grids.values()):
+        return []
+    for name, module in layers:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int4Linear(*grid))
-        replaced.append(name)
-    model.to(torch.bfloat16)
-    return replaced
+        grid = grids[name]
+        setattr(parent, child, Bf16Linear(module.weight) if grid is None else Int4Linear(*grid))
+    return [name for name, grid in grids.items() if grid is not None]

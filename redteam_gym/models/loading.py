@@ -179,9 +179,10 @@ def load_causal_lm(
             within the process, so the defender, the judge and a learner's reference model
             hold one copy when they name the same model. Pass `frozen=False` for a trainable copy.
         weights: `"dense"`; `"int4"` for a frozen model on the CPU whose 4-bit weights (a Q4
-            GGUF's, as the embedded defender's) run as 4-bit weights with bf16 activations
-            (`dtype` is then bf16; see `redteam_gym.models.int4`); or `"auto"`, which picks
-            `"int4"` for such a model when `dtype` is None and `"dense"` otherwise.
+            GGUF's, as the embedded defender's) run as 4-bit weights, their products in bf16
+            and the rest in fp32 (`dtype` must then be unset or fp32; see
+            `redteam_gym.models.int4`); or `"auto"`, which picks `"int4"` for such a model
+            when `dtype` is None and `"dense"` otherwise.
     """
     device = str(device or default_device())
     if weights not in WEIGHTS:
@@ -193,6 +194,11 @@ def load_causal_lm(
             raise ValueError(
                 f"weights='int4' is for a frozen model on the CPU, got frozen={frozen}, "
                 f"device={device!r}"
+            )
+        if dtype is not None and dtype not in ("float32", torch.float32):
+            raise ValueError(
+                f"weights='int4' keeps the model in fp32 and multiplies in bf16, so it cannot "
+                f"take dtype={dtype!r}; leave dtype unset, or use weights='dense'"
             )
         return _load_int4(name_or_path, device)
     torch_dtype: torch.dtype = (
@@ -238,7 +244,7 @@ def _load_int4(name_or_path: str, device: str) -> tuple[PreTrainedModel, PreTrai
     rounded to bf16 first would be off its grid)."""
     from redteam_gym.models.int4 import quantize_int4
 
-    key = _Key(resolve_model(name_or_path), device, torch.bfloat16, "int4")
+    key = _Key(resolve_model(name_or_path), device, torch.float32, "int4")
     if key not in _frozen_models:
         model, tokenizer = load_causal_lm(
             name_or_path, device=device, dtype=torch.float32, frozen=False
