@@ -111,8 +111,10 @@ def returned_cache(output: Any) -> Any:
 
 
 NUCLEUS_CANDIDATES = 256
-"""Top-p first looks for the nucleus among this many most likely tokens; it sorts the whole
-vocabulary only for rows whose candidates hold less than `top_p` of the mass."""
+"""Top-p first looks for the nucleus among this many most likely tokens, then, for rows whose
+candidates hold less than `top_p` of the mass, among 16 times as many (a partial top-k costs a
+fifth of a full sort over a 49k vocabulary), and ranks a row's whole vocabulary only after
+that."""
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -127,23 +129,24 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     if top_p >= 1.0:
         return logits
     width = logits.shape[-1]
-    k = min(NUCLEUS_CANDIDATES, width)
-    if top_k > 0:
-        k = min(k, top_k)
-    top, order = torch.topk(logits, k, dim=-1)
-    probs = (top - logits.logsumexp(-1, keepdim=True)).exp()
-    before = probs.cumsum(-1) - probs
-    filtered = torch.full_like(logits, float("-inf"))
-    filtered.scatter_(-1, order, top.masked_fill(before >= top_p, float("-inf")))
-    wide = before[..., -1] + probs[..., -1] < top_p
-    if k < width and bool(wide.any()):
-        # these rows' nuclei are wider than the candidates: rank their whole vocabulary
-        rows = logits[wide]
-        ranked, rank_order = torch.sort(rows, descending=True, dim=-1)
-        probs = ranked.softmax(-1)
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        filtered[wide] = rows.masked_fill(drop.scatter(-1, rank_order, drop), float("-inf"))
-    return filtered
+    rows = logits.reshape(-1, width)
+    log_total = rows.logsumexp(-1, keepdim=True)
+    filtered = torch.full_like(rows, float("-inf"))
+    todo = torch.arange(rows.shape[0], device=rows.device)
+    limit = min(top_k, width) if top_k > 0 else width
+    for k in (NUCLEUS_CANDIDATES, 16 * NUCLEUS_CANDIDATES, width):
+        k = min(k, limit)
+        top, order = torch.topk(rows[todo], k, dim=-1)  # sorted, most likely first
+        probs = (top - log_total[todo]).exp()
+        before = probs.cumsum(-1) - probs
+        # a row whose k candidates hold less than top_p may have its nucleus beyond them
+        wide = (before[:, -1] + probs[:, -1] < top_p) & (k < limit)
+        kept = top.masked_fill(before >= top_p, float("-inf"))
+        filtered[todo[~wide]] = filtered[todo[~wide]].scatter(-1, order[~wide], kept[~wide])
+        todo = todo[wide]
+        if not len(todo):
+            break
+    return filtered.reshape(logits.shape)
 
 
 def draw(logprobs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
