@@ -19,12 +19,14 @@ def sorted_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
-def test_nucleus_matches_a_full_sort(top_p):
+@pytest.mark.parametrize("vocab", [4 * NUCLEUS_CANDIDATES, 64 * NUCLEUS_CANDIDATES])
+def test_nucleus_matches_a_full_sort(top_p, vocab):
     gen = torch.Generator().manual_seed(0)
-    vocab = 4 * NUCLEUS_CANDIDATES
     peaked = torch.randn(6, vocab, generator=gen) * 6  # nucleus inside the candidates
     flat = torch.randn(2, vocab, generator=gen) * 0.1  # nucleus wider: the full-sort fallback
-    for logits in (peaked, flat, torch.cat([peaked, flat])):
+    # with the larger vocabulary, nuclei past the first candidates but within 16x as many
+    middle = torch.randn(3, vocab, generator=gen) * 2.5
+    for logits in (peaked, flat, middle, torch.cat([peaked, flat, middle])):
         got = filter_logits(logits, 0, top_p)
         want = sorted_nucleus(logits, top_p)
         assert torch.equal(torch.isinf(got), torch.isinf(want))

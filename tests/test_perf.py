@@ -104,3 +104,28 @@ def test_learners_benchmark_takes_defender_weights() -> None:
     ]
     with pytest.raises(SystemExit):
         parse_args(["--defender-weights", "int8"])
+
+
+def test_learners_benchmark_counts_the_defenders_tokens() -> None:
+    from benchmarks.perf.learners import _timed, parse_args, render_report
+
+    class Words:
+        def __call__(self, text, add_special_tokens=False):
+            return type("Encoded", (), {"input_ids": text.split()})()
+
+    seconds, tokens = [0.0], [0]
+    info = {"defender_response": ["one two three", "", "four"]}
+    step = _timed(lambda actions: (None, 0.0, False, False, info), seconds, tokens, Words())
+    assert step([0, 1, 2])[-1] is info
+    assert tokens == [4] and seconds[0] > 0
+    update = {"rollout_s": 2.0, "env_s": 1.0, "train_s": 1.0, "tokens": 10.0}
+    runs = [
+        (
+            "ppo",
+            5,
+            "dense",
+            {"updates": [update, {**update, "defender_tokens": 40.0}], "max_rss_mib": 1024.0},
+        ),
+    ]
+    text = render_report(parse_args([]), "cmd", {}, runs)
+    assert "| ppo | 5 | dense | 3.0 | 2.0 | 1.0 | 1.0 | 3.0 | 10 | 40 | 1.00 GiB |" in text

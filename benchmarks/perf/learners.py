@@ -61,13 +61,15 @@ def _child(algo: str, turns: int, weights: str, args: argparse.Namespace) -> dic
     updates: list[dict[str, float]] = []
     learner.total_updates = args.updates
     env_seconds = [0.0]
+    defender_tokens = [0]
     profile = None
     for u in range(args.updates):
         t0 = time.perf_counter()
         if learner.update_idx == 0:
             env = learner.env  # the env is built lazily: count it in the first update
-            env.step = _timed(env.step, env_seconds)
+            env.step = _timed(env.step, env_seconds, defender_tokens, _defender_tokenizer(env))
         env_seconds[0] = 0.0
+        defender_tokens[0] = 0
         profiler = _profiler() if args.profile and u == args.updates - 1 else None
         with profiler or contextlib.nullcontext():
             rollout = learner.collect_rollout()
@@ -83,6 +85,7 @@ def _child(algo: str, turns: int, weights: str, args: argparse.Namespace) -> dic
                 "env_s": env_seconds[0],
                 "train_s": t2 - t1,
                 "tokens": float(sum(len(s.tokens) for s in rollout.segments)),
+                "defender_tokens": float(defender_tokens[0]),
             }
         )
     return {
@@ -94,13 +97,28 @@ def _child(algo: str, turns: int, weights: str, args: argparse.Namespace) -> dic
     }
 
 
-def _timed(step, total: list[float]):
+def _defender_tokenizer(env: Any) -> Any:
+    engine = getattr(getattr(env, "unwrapped", env), "engine", None)
+    return getattr(getattr(engine, "defender", None), "tokenizer", None)
+
+
+def _timed(step, total: list[float], tokens: list[int], tokenizer: Any):
+    """`step`, timed into `total[0]`, with the defender's replies' tokens (their text
+    re-tokenised) counted into `tokens[0]`: the two sides of a comparison do equal work only
+    if their defenders say as much."""
+
     def timed(actions):
         t0 = time.perf_counter()
         try:
-            return step(actions)
+            out = step(actions)
         finally:
             total[0] += time.perf_counter() - t0
+        replies = out[-1].get("defender_response", ()) if isinstance(out[-1], dict) else ()
+        if tokenizer is not None:
+            tokens[0] += sum(
+                len(tokenizer(str(r), add_special_tokens=False).input_ids) for r in replies if r
+            )
+        return out
 
     return timed
 
@@ -210,8 +228,8 @@ def render_report(
         "",
         "## Results",
         "",
-        "| learner | turns | defender weights | s/update (median of updates 2..) | rollout s | of which env s | train s | first update s | adversary tokens/update | peak RSS |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| learner | turns | defender weights | s/update (median of updates 2..) | rollout s | of which env s | train s | first update s | adversary tokens/update | defender tokens/update | peak RSS |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for algo, turns, weights, r in rows:
         later = r["updates"][1:]
@@ -223,11 +241,14 @@ def render_report(
             f"{statistics.median(u['train_s'] for u in later):.1f} | "
             f"{r['updates'][0]['rollout_s'] + r['updates'][0]['train_s']:.1f} | "
             f"{statistics.median(u['tokens'] for u in later):.0f} | "
+            f"{statistics.median(u.get('defender_tokens', float('nan')) for u in later):.0f} | "
             f"{r['max_rss_mib'] / 1024:.2f} GiB |"
         )
     lines += [
         "",
-        "Peak RSS is the subprocess's `ru_maxrss`: Python, torch, the models and the rollout.",
+        "Peak RSS is the subprocess's `ru_maxrss`: Python, torch, the models and the rollout. "
+        "Defender tokens are its replies' text re-tokenised: two rows compare equal work only "
+        "where these (and the adversary's) match.",
     ]
     for algo, turns, weights, r in rows:
         if r.get("profile"):
