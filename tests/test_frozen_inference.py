@@ -71,7 +71,8 @@ def test_every_mode_replies_at_the_forced_length(
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # quantising and decoding leak no warning to the user
-        model, tokenizer = load_defender(mode, str(tiny_q4_dir if mode == "int4" else tiny_lm_dir))
+        q4 = mode.startswith("int4")
+        model, tokenizer = load_defender(mode, str(tiny_q4_dir if q4 else tiny_lm_dir))
         prompts = defender_prompts(tokenizer, conversations(4))
         batches = forced_passes(
             model, prompts, 5, [1, 2], pad_token_id=tokenizer.pad_token_id, repeats=2, warmup=1
@@ -85,10 +86,11 @@ def test_every_mode_replies_at_the_forced_length(
     head = isinstance(model.lm_head, int8)
     if mode == "bf16":
         assert model.lm_head.weight.dtype == torch.bfloat16 and not body
-    elif mode == "int4":
+    elif q4:
         assert isinstance(model.model.layers[0].self_attn.q_proj, Int4Linear)
         assert model.lm_head.dense.dtype == torch.bfloat16
-        assert model.model.norm.weight.dtype == torch.float32
+        rest = torch.float32 if mode == "int4" else torch.bfloat16
+        assert model.model.norm.weight.dtype == rest
     elif mode.startswith("int8"):
         assert body and all(
             isinstance(getattr(model.model.layers[1].mlp, n), int8)

@@ -10,12 +10,14 @@ from redteam_gym.models.chat_lm import ChatLM, eos_token_ids
 from redteam_gym.models.generation import NUCLEUS_CANDIDATES, draw, filter_logits
 
 
-def sorted_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Reference top-p: rank the whole vocabulary."""
+def sorted_nucleus(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference top-p: rank the whole vocabulary. Also each token's mass ranked above it."""
     ranked, order = torch.sort(logits, descending=True, dim=-1)
     probs = ranked.softmax(-1)
-    drop = (probs.cumsum(-1) - probs) >= top_p
-    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    before = probs.cumsum(-1) - probs
+    drop = before >= top_p
+    kept = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return kept, before.scatter(-1, order, before)
 
 
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999])
@@ -28,9 +30,11 @@ def test_nucleus_matches_a_full_sort(top_p, vocab):
     middle = torch.randn(3, vocab, generator=gen) * 2.5
     for logits in (peaked, flat, middle, torch.cat([peaked, flat, middle])):
         got = filter_logits(logits, 0, top_p)
-        want = sorted_nucleus(logits, top_p)
-        assert torch.equal(torch.isinf(got), torch.isinf(want))
-        assert torch.equal(got[~torch.isinf(got)], logits[~torch.isinf(want)])
+        want, before = sorted_nucleus(logits, top_p)
+        # the same tokens, but where the mass above a token is top_p to float rounding
+        differ = torch.isinf(got) != torch.isinf(want)
+        assert bool(((before[differ] - top_p).abs() < 1e-5).all())
+        assert torch.equal(got[~torch.isinf(got)], logits[~torch.isinf(got)])
 
 
 def test_nucleus_keeps_the_top_token_and_respects_top_k():
@@ -53,10 +57,20 @@ def test_draw_follows_the_distribution_as_multinomial_does():
         counts = torch.bincount(ids, minlength=len(probs))
         assert int(counts[probs == 0].sum()) == 0  # ids of probability 0 are never drawn
         assert chisquare(counts[probs > 0].numpy(), expected).pvalue > 1e-3
-    # a skewed row: rounding at the top end never lands on the masked tail
     tail = torch.full((1, 50_000), float("-inf"))
-    tail[0, 0] = 0.0
-    assert draw(tail.expand(64, -1)).eq(0).all()
+    tail[0, 123] = 0.0
+    assert draw(tail.expand(64, -1)).eq(123).all()
+
+
+def test_draw_keeps_close_distributions_together_under_one_seed():
+    # two models' next-token distributions a little apart (as int4 and fp32 weights are):
+    # with one seed, the draws should differ only where two ids nearly tie
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2_000, 4_096, generator=gen) * 3
+    nearby = logits + 0.02 * torch.randn(logits.shape, generator=gen)
+    a = draw(logits.log_softmax(-1), torch.Generator().manual_seed(7))
+    b = draw(nearby.log_softmax(-1), torch.Generator().manual_seed(7))
+    assert float((a == b).float().mean()) > 0.95
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from conftest import on_grid, snap_to_grid
 
 from redteam_gym.models.int4 import (
     DENSE_FROM_ROWS,
-    Bf16Linear,
     GROUP_SIZE,
+    Bf16Linear,
     Int4Linear,
     int4_grid,
     quantize_int4,

@@ -27,6 +27,10 @@ token.
     defender (`redteam_gym.models.int4`): every decoder linear layer packed back to its Q4_1
     grid for PyTorch's CPU int4 kernel, its products in bf16, `lm_head` (off any 4-bit grid)
     multiplied by a dense bf16 copy, everything else (norms, KV cache, attention) in fp32.
+  - `int4-bf16`: the same 4-bit weights in a model cast to bf16 whole, so the norms, the KV
+    cache and the attention run in bf16 too: the first int4 path, kept to show why it changed
+    (this CPU's bf16 attention at decode is slower than fp32's; long contexts show it:
+    `--new-tokens 320 --batch-sizes 16 --conversations 16`).
   - `int8`: dynamic int8 quantisation of every `nn.Linear` (the decoder's and `lm_head`) with
     `torch.ao.quantization.quantize_dynamic` (fbgemm/x86 kernels: int8 weights with a scale per
     output channel, activations quantised per call); `int8-body` keeps `lm_head` in fp32.
@@ -109,10 +113,11 @@ __all__ = [
 MODULE = "benchmarks.perf.frozen_inference"
 LLAMA_CPP_VERSION = "0.3.36"
 WORKER = Path(__file__).with_name("llamacpp_worker.py")
-MODES = ("fp32", "bf16", "int4", "int8", "int8-body")
+MODES = ("fp32", "bf16", "int4", "int4-bf16", "int8", "int8-body")
 """Our modes: fp32 (dense, the GGUF dequantised), bf16 weights, the GGUF's own 4-bit weights
-(`EnvConfig(defender_weights="int4")`), int8 dynamic quantisation of every linear layer, and
-of the decoder's alone (`lm_head` in fp32)."""
+(`EnvConfig(defender_weights="int4")`), the same 4-bit weights in a model cast to bf16 whole
+(the first int4 path: norms, KV cache and attention in bf16 too), int8 dynamic quantisation of
+every linear layer, and of the decoder's alone (`lm_head` in fp32)."""
 
 
 # ----- the llama.cpp environment -------------------------------------------------------------
@@ -206,6 +211,15 @@ def load_defender(mode: str, name: str | None = None) -> tuple[Any, Any]:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "int4":  # the env's own path (a shared frozen copy; nothing else in the process)
         return load_causal_lm(name or SMOLLM2, device="cpu", weights="int4")
+    if mode == "int4-bf16":
+        import copy
+
+        import torch
+
+        model, tokenizer = load_causal_lm(name or SMOLLM2, device="cpu", weights="int4")
+        # floating tensors only: the 4-bit codes stay as they are
+        whole_bf16: Any = copy.deepcopy(model)
+        return whole_bf16.to(torch.bfloat16), tokenizer
     dtype = "bfloat16" if mode == "bf16" else "float32"
     model, tokenizer = load_causal_lm(name or SMOLLM2, device="cpu", dtype=dtype, frozen=False)
     model.eval().requires_grad_(False)

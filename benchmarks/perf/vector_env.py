@@ -503,7 +503,7 @@ def render_report(
             "The last column is the most batching can gain per generated token with no padding "
             "waste. The sampler step filters the logits of the last decode step (the model's "
             "output on the random context); its per-row work (top-k candidates, softmax, "
-            "the draw's CDF over the vocabulary) gains little from batching.",
+            "the draw's race over the vocabulary) gains little from batching.",
         ]
     if profile is not None:
         lines += [
