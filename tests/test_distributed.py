@@ -84,7 +84,12 @@ def test_a_killed_replica_is_restarted_and_its_batch_retried(ray_local, smollm2_
     from redteam_gym.models import SamplingConfig
 
     sampling = SamplingConfig(max_new_tokens=16, temperature=0.0)
-    defender = make_defender(f"ray[replicas=2,num_cpus=1]:{smollm2_dir}", sampling=sampling)
+    # dense weights: the int4 defender's greedy replies can change when a replica continues
+    # from its KV cache instead of prefilling afresh (its prefill runs a bf16 copy of the
+    # weights, its decode the 4-bit kernel), and the surviving replica does continue
+    defender = make_defender(
+        f"ray[replicas=2,num_cpus=1]:{smollm2_dir}", sampling=sampling, weights="dense"
+    )
     chats = [[{"role": "user", "content": u}] for u in UTTERANCES]
     expected = defender.respond(chats)
     pids = defender.replicas.call_all("pid")

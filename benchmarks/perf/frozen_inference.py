@@ -28,8 +28,8 @@ token.
     grid for PyTorch's CPU int4 kernel, its products in bf16, `lm_head` (off any 4-bit grid)
     multiplied by a dense bf16 copy, everything else (norms, KV cache, attention) in fp32.
   - `int4-bf16`: the same 4-bit weights in a model cast to bf16 whole, so the norms, the KV
-    cache and the attention run in bf16 too: the first int4 path, kept to show why it changed
-    (this CPU's bf16 attention at decode is slower than fp32's; long contexts show it:
+    cache, the attention and the logits run in bf16 too: the first int4 path, kept to compare
+    its speed and its fidelity with `int4`'s (at long contexts:
     `--new-tokens 320 --batch-sizes 16 --conversations 16`).
   - `int8`: dynamic int8 quantisation of every `nn.Linear` (the decoder's and `lm_head`) with
     `torch.ao.quantization.quantize_dynamic` (fbgemm/x86 kernels: int8 weights with a scale per

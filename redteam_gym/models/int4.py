@@ -10,13 +10,20 @@ new lossy quantisation.
 Only the linear layers' products run in bf16 (the 4-bit kernel's input dtype): a layer rounds
 its input to bf16 and hands back fp32. The layers off the grid (the tied output layer, a Q8_0
 tensor in the file) multiply by a dense bf16 copy the same way. Everything else stays fp32: the
-norms, the residual stream, the KV cache and the attention. A bf16 model is slower than that on
-this CPU, whose bf16 attention at decode costs 2-7x fp32's, and its replies part further from
-the fp32 model's (`benchmarks/results/perf-frozen-inference.md`).
+norms, the residual stream, the KV cache, the attention and the logits. Casting the whole model
+to bf16 instead runs the eval's defender turns at the same speed (15.1 ms a reply token either
+way), but its sampled replies part sooner from the fp32 model's: with one seed, 53 of 128 first
+replies matched the dense defender's, against 75 of 128 with fp32 around the products
+(`benchmarks/results/defender-weights.md`). The price is memory: fp32 activations, KV cache and
+logits.
 
 A decode step's few rows go through the 4-bit kernel; a prefill's many go through a dense bf16
 copy of the same weights, where the kernel, compute-bound, is slower (`DENSE_FROM_ROWS`). The
-packed layers so hold 2.5 bytes per weight, against fp32's 4.
+packed layers so hold 2.5 bytes per weight, against fp32's 4. Known limitation: the two paths
+round differently (the copy holds the weights rounded to bf16; the kernel, its scales and zeros
+rounded to bf16), so a greedy reply can change at a near-tie when a prompt is continued from
+the KV cache (a few rows through the kernel) instead of prefilled afresh (the copy). Dense
+weights do not have this.
 
 The matmul is PyTorch's own CPU kernel for 4-bit weights in groups
 (`aten._weight_int4pack_mm_for_cpu`, the kernel behind torchao's CPU int4 layout), whose
