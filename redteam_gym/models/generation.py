@@ -142,7 +142,8 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
         # a row whose k candidates hold less than top_p may have its nucleus beyond them
         wide = (before[:, -1] + probs[:, -1] < top_p) & (k < limit)
         kept = top.masked_fill(before >= top_p, float("-inf"))
-        filtered[todo[~wide]] = filtered[todo[~wide]].scatter(-1, order[~wide], kept[~wide])
+        done = ~wide
+        filtered[todo[done][:, None], order[done]] = kept[done]
         todo = todo[wide]
         if not len(todo):
             break
