@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -494,3 +495,47 @@ def test_span_log_perplexity_scores_every_span_in_one_pass(tiny_lm) -> None:
         span_log_perplexity(model, [sequence], [[(0, 2)]])
     with pytest.raises(ValueError, match="spans"):
         span_log_perplexity(model, [sequence], [])
+
+
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward computes every position's logits."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+class _SlicesByPositions(_NoLogitsToKeep):
+    """A causal LM whose `logits_to_keep` takes an int or a 1-D list of positions only."""
+
+    def forward(self, input_ids, attention_mask, logits_to_keep=0):
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        return SimpleNamespace(logits=logits[:, keep, :])
+
+
+def test_span_log_perplexity_runs_the_output_layer_on_the_spans_alone(tiny_lm) -> None:
+    from redteam_gym.metrics import span_log_perplexity
+
+    model, _ = tiny_lm
+    sequences = [list(range(5, 25)), list(range(30, 42))]
+    spans = [[(5, 8), (12, 15)], [(1, 4)]]
+    rows: list[int] = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: rows.append(args[0].shape[:-1].numel())
+    )
+    try:
+        got = span_log_perplexity(model, sequences, spans, batch_size=2)
+        assert rows == [3 + 3 + 3]  # the positions before each span's ids, not 2 x 20
+        # models that cannot keep a boolean mask of positions score every position, alike
+        for other in (_NoLogitsToKeep(model), _SlicesByPositions(model)):
+            rows.clear()
+            again = span_log_perplexity(other, sequences, spans, batch_size=2)
+            for row, expected in zip(again, got, strict=True):
+                assert row == pytest.approx(expected, abs=1e-6)
+            assert rows[-1] == 2 * 20
+    finally:
+        hook.remove()

@@ -217,8 +217,10 @@ def render_report(
         *report_header("Learners: seconds per update and peak memory", command, info),
         "## Settings",
         "",
-        "- embedded defaults: SmolLM2-135M-Instruct adversary (bottom half frozen) and defender "
-        "(one shared frozen copy, also the KL reference), `profanity` judge, fp32 on CPU",
+        "- embedded defaults: SmolLM2-135M-Instruct adversary (bottom half frozen, fp32) and "
+        "defender, `profanity` judge, on CPU. A `dense` defender is one shared frozen fp32 copy, "
+        "also the KL reference; an `int4` one runs the GGUF's 4-bit weights "
+        '(`weights="int4"`, the default\'s choice on this CPU) beside its own fp32 reference',
         f"- batch {args.batch_size} dialogues, {args.max_new_tokens}-token utterances, "
         f"defender replies up to {args.defender_max_new_tokens} tokens, "
         + (f"sampled at T {args.defender_temperature:g}" if args.defender_temperature else "greedy")

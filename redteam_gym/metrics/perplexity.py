@@ -8,6 +8,7 @@ per token, i.e. ``log(perplexity)``. Its reported values (~3.03) are on this sca
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,6 +102,8 @@ def span_log_perplexity(
     conversation instead of one pass per utterance over its growing context. Spans need
     ``1 <= start < end <= len(sequence)``. Sequences are sorted by length and right-padded
     in batches of ``batch_size``; causal attention keeps padding from changing any score.
+    Where the model allows it, only the positions that predict a span's ids go through its
+    output layer (`_logits_at`).
     """
     if len(sequences) != len(spans):
         raise ValueError(f"sequences has {len(sequences)} entries, spans has {len(spans)}")
@@ -128,17 +131,20 @@ def span_log_perplexity(
                 width = max(len(sequences[i]) for i in batch)
                 input_ids = torch.full((len(batch), width), int(pad_token_id), dtype=torch.long)
                 attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+                # logits at position p predict the id at p + 1: a span needs [start - 1, end - 1)
+                needed = torch.zeros((len(batch), width), dtype=torch.bool)
                 for row, i in enumerate(batch):
                     row_ids = torch.as_tensor(list(sequences[i]), dtype=torch.long)
                     input_ids[row, : len(row_ids)] = row_ids
                     attention_mask[row, : len(row_ids)] = 1
-                logits = model(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
-                ).logits
+                    for start, end in spans[i]:
+                        needed[row, start - 1 : end - 1] = True
+                kept = _logits_at(model, input_ids.to(device), attention_mask.to(device), needed)
+                # kept holds the needed positions in order, row by row: where each one lies
+                at = needed.flatten().cumsum(0).reshape(needed.shape) - 1
                 for row, i in enumerate(batch):
                     for start, end in spans[i]:
-                        # logits at position p predict the id at p + 1
-                        pred = logits[row, start - 1 : end - 1].float()
+                        pred = kept[at[row, start - 1 : end - 1].to(kept.device)].float()
                         targets = input_ids[row, start:end].to(pred.device)
                         logprobs = torch.log_softmax(pred, dim=-1)
                         nll = -logprobs.gather(-1, targets[:, None]).mean()
@@ -147,3 +153,27 @@ def span_log_perplexity(
         if was_training:
             model.train()
     return result
+
+
+def _logits_at(model: Any, input_ids: Any, attention_mask: Any, needed: Any) -> Any:
+    """The model's logits at the positions where `needed` is True, `[needed.sum(), vocab]`,
+    row by row and in order within a row (as `logits[needed]` orders them).
+
+    A transformers causal LM that takes a boolean `logits_to_keep` runs its output layer on
+    those positions alone. An adversary's utterances are a fraction of a conversation, and
+    the output layer over the whole vocabulary is a fifth of a small model's forward pass and
+    most of its memory. Any other model computes every position's logits.
+    """
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        try:
+            kept = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                logits_to_keep=needed.to(input_ids.device),
+            ).logits
+        except IndexError:  # a model that slices only by an int or a list of positions
+            kept = None
+        if kept is not None and kept.ndim == 2 and kept.shape[0] == int(needed.sum()):
+            return kept
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits[needed.to(logits.device)]

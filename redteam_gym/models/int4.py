@@ -19,11 +19,18 @@ logits.
 
 A decode step's few rows go through the 4-bit kernel; a prefill's many go through a dense bf16
 copy of the same weights, where the kernel, compute-bound, is slower (`DENSE_FROM_ROWS`). The
-packed layers so hold 2.5 bytes per weight, against fp32's 4. Known limitation: the two paths
-round differently (the copy holds the weights rounded to bf16; the kernel, its scales and zeros
-rounded to bf16), so a greedy reply can change at a near-tie when a prompt is continued from
-the KV cache (a few rows through the kernel) instead of prefilled afresh (the copy). Dense
-weights do not have this.
+packed layers so hold 2.5 bytes per weight, against fp32's 4.
+
+Known limitation: a greedy reply can depend on how its tokens were batched. Each path on its own
+gives a row the same result at any number of rows, but the two paths differ in the last bf16
+bit: the kernel sums in its own order and rounds its output to bf16, so even a copy holding the
+kernel's own effective weights (read back through it) matches only about 57% of its outputs bit
+for bit. Which path a token takes depends on the rows of its call, so on the batch's size and on
+whether a conversation continues from the KV cache (a few rows through the kernel) or is
+prefilled afresh (the copy); at a near-tie, the greedy token changes. Only one path for every
+row removes this: the kernel alone makes prefills 2.4x slower, the copy alone reads 3x the bytes
+per decode step. Dense weights (`weights="dense"`) keep these differences at fp32 rounding, where
+they have not been seen to change a reply.
 
 The matmul is PyTorch's own CPU kernel for 4-bit weights in groups
 (`aten._weight_int4pack_mm_for_cpu`, the kernel behind torchao's CPU int4 layout), whose
