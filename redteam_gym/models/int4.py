@@ -21,16 +21,20 @@ A decode step's few rows go through the 4-bit kernel; a prefill's many go throug
 copy of the same weights, where the kernel, compute-bound, is slower (`DENSE_FROM_ROWS`). The
 packed layers so hold 2.5 bytes per weight, against fp32's 4.
 
-Known limitation: a greedy reply can depend on how its tokens were batched. Each path on its own
-gives a row the same result at any number of rows, but the two paths differ in the last bf16
-bit: the kernel sums in its own order and rounds its output to bf16, so even a copy holding the
-kernel's own effective weights (read back through it) matches only about 57% of its outputs bit
-for bit. Which path a token takes depends on the rows of its call, so on the batch's size and on
-whether a conversation continues from the KV cache (a few rows through the kernel) or is
-prefilled afresh (the copy); at a near-tie, the greedy token changes. Only one path for every
-row removes this: the kernel alone makes prefills 2.4x slower, the copy alone reads 3x the bytes
-per decode step. Dense weights (`weights="dense"`) keep these differences at fp32 rounding, where
-they have not been seen to change a reply.
+Known limitation: the int4 defender's greedy replies depend on how they were batched, where
+dense weights' do not. Asked 32 openers as one batch of 32 and one by one, the int4 defender
+gave 14 identical replies of 48 tokens, dense weights 32; a second turn continued from the KV
+cache against prefilled afresh (as after a restart), 25 against 32. Two causes, measured:
+- the two paths differ in the last bf16 bit. The kernel sums in its own order and rounds its
+  output to bf16: even a copy holding the kernel's own effective weights, read back through it,
+  matches only about 57% of its outputs bit for bit. Which path a token takes depends on the
+  rows of its call.
+- bf16 products turn the fp32 model's tiny batch-dependent differences (padding, kernels chosen
+  by shape) into bf16-sized ones. With one path per call's shape instead of its row count,
+  batch 32 against one by one still gave only 16 of 32 identical, and 32 copies of one
+  unpadded prompt against the prompt alone 5 of 8.
+A run's replies are reproducible at a fixed batching (the same 32 replies twice). Where they
+must not change with the number of envs or with caching, use `weights="dense"`.
 
 The matmul is PyTorch's own CPU kernel for 4-bit weights in groups
 (`aten._weight_int4pack_mm_for_cpu`, the kernel behind torchao's CPU int4 layout), whose
