@@ -117,8 +117,10 @@ class EnvConfig:
     defender_weights: str = DEFAULT_DEFENDER_WEIGHTS
     """How a local defender model holds its weights: 'int4' (on the CPU: the layers whose
     weights lie on a 4-bit grid, as the embedded defender's Q4 GGUF's do, run as 4-bit weights
-    multiplied in bf16, the rest in fp32; about 2x faster, its replies the dense ones' within
-    noise), 'dense' (in `dtype`: the GGUF dequantised to fp32 on the CPU), or
+    multiplied in bf16, the rest in fp32; about 2x faster decoding, its replies the dense ones'
+    within noise, but its greedy replies, unlike dense ones', can change with the batch's size
+    and with the KV cache: benchmarks/results/batch-invariance.md), 'dense' (in `dtype`: the
+    GGUF dequantised to fp32 on the CPU), or
     'auto': 'int4' where it applies and `dtype` is unset, else 'dense'. See
     redteam_gym.models.int4 and benchmarks/results/defender-weights.md."""
 

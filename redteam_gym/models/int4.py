@@ -22,9 +22,12 @@ copy of the same weights, where the kernel, compute-bound, is slower (`DENSE_FRO
 packed layers so hold 2.5 bytes per weight, against fp32's 4.
 
 Known limitation: the int4 defender's greedy replies depend on how they were batched, where
-dense weights' do not. Asked 32 openers as one batch of 32 and one by one, the int4 defender
-gave 14 identical replies of 48 tokens, dense weights 32; a second turn continued from the KV
-cache against prefilled afresh (as after a restart), 25 against 32. Two causes, measured:
+dense weights' do not (`python -m benchmarks.studies.batch_invariance`,
+`benchmarks/results/batch-invariance.md`). Asked 32 openers through the chat template, as one
+batch of 32 and one by one, the int4 defender gave 14 identical replies of up to 48 tokens,
+dense weights 32; a second turn continued from the KV cache against prefilled afresh (as after
+a restart), 25 against 32. In the completion format, whose replies end at a line break: 25
+and 31 of 32, against 32 and 32. Two causes, measured:
 - the two paths differ in the last bf16 bit. The kernel sums in its own order and rounds its
   output to bf16: even a copy holding the kernel's own effective weights, read back through it,
   matches only about 57% of its outputs bit for bit. Which path a token takes depends on the
