@@ -129,6 +129,57 @@ def test_continuing_from_the_cache_matches_a_fresh_prefill(tiny):
     assert widths[0] == max(len(second[2]), *continued)
 
 
+def test_finished_rows_leave_the_running_batch_and_change_nothing(tiny, monkeypatch):
+    from redteam_gym.models import generation
+
+    model, tokenizer = tiny
+    texts = ["a short one", "a somewhat longer opening line here", "mid", "x", "four words in it"]
+    first = _prompts(tokenizer, texts)
+    # one id in nine ends a row: rows finish at different steps of a random model
+    ends = list(range(0, len(tokenizer), 9))
+    config = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=0.95)
+
+    def run(prompts, seed, **kwargs):
+        return sample(
+            model,
+            prompts,
+            config,
+            eos_token_ids=ends,
+            pad_token_id=tokenizer.pad_token_id,
+            generator=torch.Generator().manual_seed(seed),
+            keep_cache=True,
+            **kwargs,
+        )
+
+    def two_turns():
+        turn1 = run(first, seed=4)
+        second = [p + t + [7, 8] for p, t in zip(first, turn1.tokens, strict=True)]
+        return turn1, run(second, seed=5, prefix_cache=turn1.cache)
+
+    rows: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        dropping = two_turns()
+    finally:
+        hook.remove()
+    assert min(rows) < len(first)  # finished rows did leave the running batch
+    monkeypatch.setattr(generation, "_rows_selectable", lambda cache: False)
+    feeding = two_turns()  # every row fed to the end, finished ones with padding
+    lengths = [len(t) for t in feeding[0].tokens]
+    assert len(set(lengths)) > 1, lengths
+    for a, b in zip(dropping, feeding, strict=True):
+        assert a.tokens == b.tokens
+        for x, y in zip(a.logprobs, b.logprobs, strict=True):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+        # a row that left at its last id never fed it: the next turn feeds it again
+        for kept, full in zip(a.cache.tokens, b.cache.tokens, strict=True):
+            assert kept == full[: len(kept)] and len(full) - len(kept) <= 1
+    with pytest.raises(ValueError, match="rows"):
+        draw(torch.zeros(2, 5), rows=torch.tensor([0, 1]))
+
+
 def test_a_cache_for_other_rows_is_not_reused(tiny):
     model, tokenizer = tiny
     prompts = _prompts(tokenizer, ["one two three", "four five"])

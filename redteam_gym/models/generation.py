@@ -150,7 +150,13 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return filtered.reshape(logits.shape)
 
 
-def draw(logprobs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def draw(
+    logprobs: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    rows: torch.Tensor | None = None,
+    batch: int | None = None,
+) -> torch.Tensor:
     """One id per row of `logprobs` (log-probabilities, `-inf` for ids that cannot be drawn),
     drawn from their distribution: the id with the largest `logprob - log(-log u)`, one
     uniform `u` per id (the Gumbel-max race, which `torch.multinomial` runs with exponential
@@ -163,10 +169,22 @@ def draw(logprobs: torch.Tensor, generator: torch.Generator | None = None) -> to
     id's probability moves every later id's interval.) It costs a quarter of
     `torch.multinomial`'s time on this CPU (3.6 against 16 ms a step at batch 16 over a 49k-id
     vocabulary); an id of probability 0 is never drawn.
+
+    With `rows` (which rows of a batch of `batch` the rows of `logprobs` are, in order), every
+    row gets the random numbers it would get in the whole batch: a sampler that stops feeding
+    finished rows draws what it would have drawn with them.
     """
-    uniform = torch.rand(
-        logprobs.shape, generator=generator, dtype=torch.float32, device=logprobs.device
-    )
+    shape = list(logprobs.shape)
+    if rows is not None:
+        if batch is None or len(rows) != shape[0]:
+            raise ValueError(
+                f"draw: rows needs the whole batch's size and one index per row of logprobs "
+                f"({shape[0]}), got batch={batch} and {len(rows)} rows"
+            )
+        shape[0] = batch
+    uniform = torch.rand(shape, generator=generator, dtype=torch.float32, device=logprobs.device)
+    if rows is not None:
+        uniform = uniform[rows]
     # u in [0, 1): -log u is positive (inf at u = 0, which then loses), so no NaN arises
     return (logprobs.float() - uniform.log().neg_().log_()).argmax(-1)
 
@@ -267,6 +285,67 @@ def _reusable(cache: PrefixCache | None, prompts: Sequence[Sequence[int]]) -> li
     return shared
 
 
+@dataclass
+class _Dropped:
+    """A row that left the running batch: its prompt index, the generated ids it had fed, and
+    its KV cache rows as they were (kept only when the cache outlives the call)."""
+
+    index: int
+    fed: int
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _rows_selectable(cache: Any) -> bool:
+    """Whether rows can be taken out of `cache`: every layer a plain full-attention one."""
+    layers = getattr(cache, "layers", None) or []
+    return bool(layers) and all(
+        isinstance(layer, DynamicLayer)
+        and not getattr(layer, "is_sliding", False)
+        and layer.keys is not None
+        for layer in layers
+    )
+
+
+def _drop_finished(
+    cache: Any,
+    rows: torch.Tensor,
+    done: torch.Tensor,
+    running: torch.Tensor,
+    fed: int,
+    *,
+    keep: bool,
+) -> list[_Dropped]:
+    """Take the finished rows out of `cache` (in place), keeping their KV rows when `keep`.
+
+    A finished row fed only padding from here on, so its results are what they would have
+    been; the running rows' decode steps stop paying for it. On a CPU, a 4-bit decode step's
+    cost grows with its rows from the first one.
+    """
+    out = []
+    for j in done.nonzero().squeeze(1).tolist():
+        layers = [(x.keys[j].clone(), x.values[j].clone()) for x in cache.layers] if keep else []
+        out.append(_Dropped(int(rows[j]), fed, layers))
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[running], layer.values[running]
+    return out
+
+
+def _restore_dropped(
+    cache: Any, rows: torch.Tensor, dropped: Sequence[_Dropped], batch: int
+) -> None:
+    """Put the dropped rows back into `cache` (in place), row `i` of the prompts at row `i`:
+    their columns past their last fed id are holes, which `PrefixCache.columns` leaves out."""
+    for n, layer in enumerate(cache.layers):
+        keys = layer.keys.new_zeros((batch, *layer.keys.shape[1:]))
+        values = layer.values.new_zeros((batch, *layer.values.shape[1:]))
+        keys[rows], values[rows] = layer.keys, layer.values
+        for row in dropped:
+            k, v = row.layers[n]
+            keys[row.index, :, : k.shape[-2]] = k
+            values[row.index, :, : v.shape[-2]] = v
+        layer.keys, layer.values = keys, values
+
+
 @torch.no_grad()
 def sample(
     model: PreTrainedModel,
@@ -351,6 +430,11 @@ def sample(
     eos = torch.as_tensor(list(eos_token_ids), device=device)
     early_banned = torch.as_tensor(sorted({*eos_token_ids, *held_back_ids}), device=device)
     generated: list[list[int]] = [[] for _ in prompts]
+    # the running batch: `rows` are the prompts' indices of its rows. Finished rows leave it
+    # (`_drop_finished`) unless a step's states or values are kept for every row
+    rows = torch.arange(batch, device=device)
+    can_drop = value_head is None and keep_states_of is None
+    dropped: list[_Dropped] = []
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     steps: list[torch.Tensor] = []
     step_logprobs: list[torch.Tensor] = []
@@ -368,32 +452,43 @@ def sample(
         else:
             logits = filter_logits(logits / config.temperature, config.top_k, config.top_p)
             logprobs = logits.log_softmax(-1)
-            token = draw(logprobs, generator)
+            whole = len(rows) == batch
+            token = draw(logprobs, generator, rows=None if whole else rows, batch=batch)
         token = torch.where(done, torch.full_like(token, pad_token_id), token)
-        alive.append(~done)
-        steps.append(token)
-        step_logprobs.append(logprobs.gather(-1, token[:, None]).squeeze(-1))
+        alive.append(torch.zeros(batch, dtype=torch.bool, device=device).index_put_((rows,), ~done))
+        steps.append(torch.full((batch,), pad_token_id, device=device).index_put_((rows,), token))
+        step_logprobs.append(
+            torch.zeros(batch, device=device).index_put_(
+                (rows,), logprobs.gather(-1, token[:, None]).squeeze(-1)
+            )
+        )
         if value_head is not None:
             step_values.append(value_head(out.hidden_states[-1][:, -1, :]).float())
         done = done | torch.isin(token, eos)
         if stop is not None:
             stopped = []
-            for i, t in enumerate(token.tolist()):
+            for j, (i, t) in enumerate(zip(rows.tolist(), token.tolist(), strict=True)):
                 generated[i].append(t)
-                if not done[i] and stop(generated[i]):
-                    stopped.append(i)
+                if not done[j] and stop(generated[i]):
+                    stopped.append(j)
             if stopped:
                 done[stopped] = True
         if bool(done.all()):
             break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=-1)
+        cache_now = returned_cache(out)
+        if can_drop and 4 * int(done.sum()) >= len(done) and _rows_selectable(cache_now):
+            running = (~done).nonzero().squeeze(1)
+            dropped += _drop_finished(cache_now, rows, done, running, fed, keep=keep_cache)
+            rows, done, token = rows[running], done[running], token[running]
+            attention_mask, next_position = attention_mask[running], next_position[running]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=-1)
         next_position = next_position + 1
         out = model(
             input_ids=token[:, None],
             attention_mask=attention_mask,
             position_ids=next_position[:, None],
             use_cache=True,
-            **{cache_name: returned_cache(out)},
+            **{cache_name: cache_now},
             **extra,
         )
         fed += 1
@@ -407,16 +502,24 @@ def sample(
     tokens = [tokens_t[i, :n].tolist() for i, n in enumerate(lengths)]
     cache = None
     if keep_cache:
-        # the ids sampled at the last step never went through the model
+        # the ids sampled at a row's last step never went through the model, nor any after
+        # the row left the running batch
         start = offset + width
+        fed_by = [fed] * batch
+        for row in dropped:
+            fed_by[row.index] = row.fed
+        kv_cache = returned_cache(out)
+        if dropped:
+            _restore_dropped(kv_cache, rows, dropped, batch)
         cache = PrefixCache(
-            kv_cache=returned_cache(out),
+            kv_cache=kv_cache,
             tokens=[
-                list(p) + t[: min(n, fed)] for p, t, n in zip(prompts, tokens, lengths, strict=True)
+                list(p) + t[: min(n, f)]
+                for p, t, n, f in zip(prompts, tokens, lengths, fed_by, strict=True)
             ],
             columns=[
-                cols + list(range(start, start + min(n, fed)))
-                for cols, n in zip(columns, lengths, strict=True)
+                cols + list(range(start, start + min(n, f)))
+                for cols, n, f in zip(columns, lengths, fed_by, strict=True)
             ],
             width=start + fed,
         )
