@@ -13,8 +13,8 @@ small shared machine hits both sides rather than skewing the ratio.
 
 Sampled replies stop at EOS, so two runs may generate different amounts of text. The
 defender's sampler is wrapped (in this process only) to count the tokens it generates, the
-token slots it actually computes (a batch keeps decoding until its longest reply ends), and
-the time it takes; tokens per second compares equal work. `--no-eos` removes the stop tokens
+token slots it actually computes (the rows of each step that produces a token: a finished row
+is still fed until a quarter of the batch has finished and leaves it), and the time it takes; tokens per second compares equal work. `--no-eos` removes the stop tokens
 so every reply is exactly `--defender-max-new-tokens` long.
 
 The report also splits the time (prefill and decode forward passes, the top-p filter, the
@@ -110,7 +110,7 @@ class Meter:
                 c.sample_calls += 1
                 c.sample_seconds += elapsed
                 c.tokens += sum(lengths)
-                c.token_slots += len(lengths) * max(lengths)
+                c.token_slots += len(lengths)  # the prefill's step; decode steps in `timed`
                 c.prompt_tokens += sum(len(p) for p in prompts)
                 c.prompt_slots += len(prompts) * max(len(p) for p in prompts)
             return samples
@@ -126,6 +126,8 @@ class Meter:
                 decode = ids is not None and ids.shape[1] == 1
                 bucket = "decode_seconds" if decode else "prefill_seconds"
                 setattr(c, bucket, getattr(c, bucket) + time.perf_counter() - start)
+                if decode:
+                    c.token_slots += ids.shape[0]
                 mask = kwargs.get("attention_mask")
                 if not decode and ids is not None and mask is not None:
                     c.prefilled_tokens += int(mask[:, -ids.shape[1] :].sum())
@@ -424,8 +426,9 @@ def render_report(
         )
     lines += [
         "",
-        "Decode slots are rows x decoding steps actually computed; a batch keeps decoding "
-        "finished rows until its longest reply ends, so slot use below 100% is padding waste.",
+        "Decode slots are the rows of every step that produces a token, as computed: finished "
+        "rows are fed padding until a quarter of the running batch has finished, then leave it "
+        "(`generation.sample`), so slot use below 100% is the padding that remains.",
         "",
         "### Per repeat",
         "",
