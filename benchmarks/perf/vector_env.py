@@ -126,7 +126,7 @@ class Meter:
                 decode = ids is not None and ids.shape[1] == 1
                 bucket = "decode_seconds" if decode else "prefill_seconds"
                 setattr(c, bucket, getattr(c, bucket) + time.perf_counter() - start)
-                if decode:
+                if decode and ids is not None:
                     c.token_slots += ids.shape[0]
                 mask = kwargs.get("attention_mask")
                 if not decode and ids is not None and mask is not None:
