@@ -317,9 +317,9 @@ def _drop_finished(
 ) -> list[_Dropped]:
     """Take the finished rows out of `cache` (in place), keeping their KV rows when `keep`.
 
-    A finished row fed only padding from here on, so its results are what they would have
-    been; the running rows' decode steps stop paying for it. On a CPU, a 4-bit decode step's
-    cost grows with its rows from the first one.
+    A finished row would only be fed padding from here on, so leaving changes none of its
+    results, and the running rows' decode steps stop paying for it: on a CPU, a 4-bit decode
+    step's cost grows with its rows from the first one.
     """
     out = []
     for j in done.nonzero().squeeze(1).tolist():
