@@ -287,8 +287,9 @@ def _reusable(cache: PrefixCache | None, prompts: Sequence[Sequence[int]]) -> li
 
 @dataclass
 class _Dropped:
-    """A row that left the running batch: its prompt index, the generated ids it had fed, and
-    its KV cache rows as they were (kept only when the cache outlives the call)."""
+    """A row that left the running batch: its prompt index, the decode steps run while it was
+    in it (it fed at most that many of its generated ids), and its KV cache rows as they were
+    (kept only when the cache outlives the call)."""
 
     index: int
     fed: int
@@ -326,7 +327,7 @@ def _drop_finished(
         layers = [(x.keys[j].clone(), x.values[j].clone()) for x in cache.layers] if keep else []
         out.append(_Dropped(int(rows[j]), fed, layers))
     for layer in cache.layers:
-        layer.keys, layer.values = layer.keys[running], layer.values[running]
+        layer.batch_select_indices(running)
     return out
 
 
