@@ -27,7 +27,7 @@ dense weights' do not (`python -m benchmarks.studies.batch_invariance`,
 batch of 32 and one by one, the int4 defender gave 14 identical replies of up to 48 tokens,
 dense weights 32; a second turn continued from the KV cache against prefilled afresh (as after
 a restart), 25 against 32. In the completion format, whose replies end at a line break: 25
-and 31 of 32, against 32 and 32. Two causes, measured:
+and 29 of 32, against 32 and 32. Two causes, measured:
 - the two paths differ in the last bf16 bit. The kernel sums in its own order and rounds its
   output to bf16: even a copy holding the kernel's own effective weights, read back through it,
   matches only about 57% of its outputs bit for bit. Which path a token takes depends on the
